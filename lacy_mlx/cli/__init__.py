@@ -1,0 +1,48 @@
+"""The ``lacy-mlx`` command line: one module per subcommand, each with ``register(subparsers)``.
+
+Command modules only parse arguments and call library functions; they never hold logic the
+Python API lacks. A module registers its subcommand with ``set_defaults(func=...)``, where
+``func(args) -> int`` is the exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from lacy_mlx import __version__
+from lacy_mlx.errors import LacyError
+
+# Subcommand modules under lacy_mlx.cli, in the order `lacy-mlx --help` lists them.
+COMMANDS = ["ingest", "search", "store"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used by tests to check every command is documented)."""
+    parser = argparse.ArgumentParser(
+        prog="lacy-mlx",
+        description="Small language models on MLX that know when to ask for help.",
+    )
+    parser.add_argument("--version", action="version", version=f"lacy-mlx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        import_module(f"lacy_mlx.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lacy-mlx`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LacyError as exc:
+        print(f"lacy-mlx: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lacy-mlx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # python -m lacy_mlx.cli
+    sys.exit(main())
