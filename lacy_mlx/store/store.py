@@ -1,0 +1,287 @@
+"""The knowledge store: documents, chunks and their vectors in one SQLite file with sqlite-vec.
+
+Every write is a transaction: a batch of documents lands whole or not at all, even if the process
+is killed mid-ingest. WAL mode lets readers in other processes go on while one process writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import apsw
+import numpy as np
+
+from lacy_mlx.embed.base import Embedder, check_embeddings
+from lacy_mlx.embed.registry import default_embedder, resolve_embedder
+from lacy_mlx.errors import InputError, StoreError
+from lacy_mlx.store import schema
+from lacy_mlx.store.connection import check_is_sqlite, connect, not_writable
+from lacy_mlx.store.filters import Filters, filter_clause
+from lacy_mlx.store.mirror import VectorMirror
+from lacy_mlx.store.records import Document, SearchHit, StoredChunk
+from lacy_mlx.store.writes import WriteMixin
+
+SEARCH_MODES = ("fast", "exact")
+MAX_EXACT_K = 4096  # sqlite-vec's KNN limit
+
+
+class Store(WriteMixin):
+    """One lacy store file. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, conn: apsw.Connection, path: Path, meta: dict[str, str], embedder: Embedder | None,
+                 read_only: bool) -> None:
+        self._conn = conn
+        self.path = path
+        self.dim = int(meta["dim"])
+        self.embedder_name = meta["embedder"]
+        self.search_mode = meta.get("search_mode", "fast")
+        self.read_only = read_only
+        self._embedder = embedder
+        self._mirror: VectorMirror | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, embedder: Embedder | None = None, create: bool = True,
+             read_only: bool = False, search_mode: str | None = None) -> "Store":
+        """Open the store at ``path``, creating it (with ``embedder`` or the default one) if missing.
+
+        An existing store keeps its embedder: passing a different one raises StoreError, passing
+        None rebuilds the recorded one on first use. ``search_mode`` ("fast" or "exact") sets the
+        store's default search path when given.
+        """
+        path = Path(path)
+        if search_mode is not None and search_mode not in SEARCH_MODES:
+            raise InputError(f"search_mode must be one of {SEARCH_MODES}, got {search_mode!r}")
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory: give the path of a store file, e.g. {path / 'kb.db'}")
+        exists = path.exists() and path.stat().st_size > 0
+        if not exists and (read_only or not create):
+            raise StoreError(f"there is no store at {path}: create one with `lacy-mlx ingest FILES --db {path}`")
+        if exists:
+            check_is_sqlite(path)
+        elif not path.parent.is_dir():
+            raise StoreError(f"cannot create the store at {path}: the folder {path.parent} does not exist")
+        conn = connect(path, read_only=read_only, create=not exists)
+        try:
+            meta = cls._check_schema(conn, path, embedder, fresh=not exists, read_only=read_only)
+            store = cls(conn, path, meta, embedder, read_only)
+            if search_mode is not None and search_mode != store.search_mode:
+                store.set_search_mode(search_mode)
+            return store
+        except BaseException:
+            conn.close()
+            raise
+
+    @staticmethod
+    def _check_schema(conn: apsw.Connection, path: Path, embedder: Embedder | None, *, fresh: bool,
+                 read_only: bool) -> dict[str, str]:
+        """Check (or create) the schema and return the meta table; refuse foreign or newer files."""
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except apsw.NotADBError as exc:
+            raise StoreError(f"{path} is not a lacy store (not an SQLite database)") from exc
+        if "lacy_meta" not in tables:
+            if tables:
+                raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
+            if read_only:
+                raise StoreError(f"there is no store at {path}")
+            emb = embedder or default_embedder()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                schema.migrate(conn, emb.dim)
+                with conn:
+                    conn.executemany(
+                        "INSERT INTO lacy_meta(key, value) VALUES (?, ?)",
+                        [("format", schema.STORE_FORMAT), ("dim", str(emb.dim)), ("embedder", emb.name),
+                         ("search_mode", "fast"), ("vectors_version", "0")],
+                    )
+            except (apsw.ReadOnlyError, apsw.CantOpenError, apsw.IOError) as exc:
+                raise not_writable(path, exc) from exc
+        version = schema.schema_version(conn)
+        if version > schema.LATEST:
+            raise schema.newer_schema_error(version)
+        if version < schema.LATEST:
+            if read_only:
+                raise StoreError(f"{path} needs a schema upgrade: open it once without read_only")
+            schema.migrate(conn, 0)
+        meta = dict(conn.execute("SELECT key, value FROM lacy_meta").fetchall())
+        if meta.get("format") != schema.STORE_FORMAT or "dim" not in meta:
+            raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
+        if embedder is not None and (embedder.name != meta["embedder"] or embedder.dim != int(meta["dim"])):
+            raise StoreError(
+                f"{path} was built with embedder {meta['embedder']!r} ({meta['dim']}-d), not "
+                f"{embedder.name!r} ({embedder.dim}-d): open it without an embedder, or use a new store"
+            )
+        return meta
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> apsw.Connection:
+        """The open apsw connection."""
+        if self._conn is None:
+            raise StoreError(f"the store {self.path} is closed")
+        return self._conn
+
+    @property
+    def embedder(self) -> Embedder:
+        """The store's embedder, built from its recorded name on first use."""
+        if self._embedder is None:
+            self._embedder = resolve_embedder(self.embedder_name)
+        return self._embedder
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def search(self, query: str | np.ndarray, *, k: int = 5, filters: Filters | None = None,
+               fast: bool | None = None) -> list[SearchHit]:
+        """The ``k`` chunks nearest to ``query`` (a text, embedded here, or a vector), best first.
+
+        ``filters`` keeps documents whose metadata matches (see ``filter_clause``). ``fast`` picks
+        the in-memory mirror (True) or sqlite-vec's exact scan (False); None uses the store's mode.
+        Both are exact; scores are cosine similarities.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        if isinstance(query, str):
+            if not query.strip():
+                raise InputError("the search text is empty: give some words to search for")
+            vec = self.embedder.embed(query)
+        else:
+            vec = query
+        vec = check_embeddings(vec, self.dim, what="query vector")[0]
+        use_fast = (self.search_mode == "fast") if fast is None else fast
+        pairs = self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
+        return self._hits(pairs)
+
+    def _search_exact(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
+        if k > MAX_EXACT_K:
+            raise InputError(f"exact search returns at most {MAX_EXACT_K} results (sqlite-vec); use fast=True")
+        blob = vec.astype(np.float32).tobytes()
+        if not filters:
+            rows = self.conn.execute(
+                "SELECT chunk_id, distance FROM vectors WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+                (blob, k),
+            ).fetchall()
+        else:
+            where, params = filter_clause(filters)
+            rows = self.conn.execute(
+                "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS dist FROM chunks c "
+                "JOIN documents d ON d.id = c.document_id JOIN vectors v ON v.chunk_id = c.id "
+                f"WHERE {where} ORDER BY dist, c.id LIMIT ?",
+                (blob, *params, k),
+            ).fetchall()
+        return [(int(cid), 1.0 - float(dist)) for cid, dist in rows]
+
+    def _search_fast(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
+        mirror = self._current_mirror()
+        allowed = None
+        if filters:
+            where, params = filter_clause(filters)
+            allowed = np.fromiter(
+                (r[0] for r in self.conn.execute(
+                    f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params)),
+                dtype=np.int64,
+            )
+        ids, scores = mirror.search(vec, k, allowed)
+        return list(zip(ids.tolist(), scores.tolist()))
+
+    def _vectors_version(self) -> int:
+        return int(self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+
+    def _current_mirror(self) -> VectorMirror:
+        """The mirror, reloaded when another process changed the vectors since it was built."""
+        version = self._vectors_version()
+        if self._mirror is None or self._mirror.version != version:
+            with self.conn:  # one read transaction: the version and the rows agree
+                version = self._vectors_version()
+                mirror = VectorMirror(self.dim, version)
+                ids, vecs = [], []
+                for cid, blob in self.conn.execute("SELECT chunk_id, embedding FROM vectors"):
+                    ids.append(cid)
+                    vecs.append(blob)
+                if ids:
+                    mat = np.frombuffer(b"".join(vecs), dtype=np.float32).reshape(len(ids), self.dim)
+                    mirror.add(np.asarray(ids, dtype=np.int64), mat)
+            self._mirror = mirror
+        return self._mirror
+
+    def _hits(self, pairs: list[tuple[int, float]]) -> list[SearchHit]:
+        if not pairs:
+            return []
+        ids = [cid for cid, _ in pairs]
+        rows = self.conn.execute(
+            "SELECT c.id, c.text, c.ordinal, c.char_start, c.char_end, d.id, d.external_id, d.title, d.metadata "
+            f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({', '.join('?' * len(ids))})",
+            ids,
+        ).fetchall()
+        by_id = {r[0]: r for r in rows}
+        hits = []
+        for cid, score in pairs:
+            r = by_id.get(cid)
+            if r is None:  # deleted by another process since the scan
+                continue
+            hits.append(SearchHit(text=r[1], score=float(score), document_id=r[5], external_id=r[6], title=r[7],
+                                  chunk_id=cid, ordinal=r[2], start=r[3], end=r[4], metadata=json.loads(r[8])))
+        return hits
+
+    def _doc_row(self, ref: int | str) -> tuple | None:
+        col = "id" if isinstance(ref, int) else "external_id"
+        rows = self.conn.execute(
+            f"SELECT id, external_id, title, metadata, content_hash, created FROM documents WHERE {col} = ?", (ref,)
+        ).fetchall()
+        return rows[0] if rows else None
+
+    def get(self, ref: int | str) -> Document | None:
+        """The document with this id (int) or external id (str), with its chunks; None if absent."""
+        row = self._doc_row(ref)
+        if row is None:
+            return None
+        chunks = [StoredChunk(*r) for r in self.conn.execute(
+            "SELECT id, ordinal, text, char_start, char_end FROM chunks WHERE document_id = ? ORDER BY ordinal",
+            (row[0],))]
+        return Document(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], chunks)
+
+    def documents(self) -> Iterable[tuple[int, str | None, str | None]]:
+        """``(id, external_id, title)`` of every document, by id."""
+        yield from self.conn.execute("SELECT id, external_id, title FROM documents ORDER BY id")
+
+    def count(self) -> dict[str, int]:
+        """Numbers of documents, chunks and vectors."""
+        one: Callable[[str], int] = lambda sql: int(self.conn.execute(sql).fetchall()[0][0])
+        return {
+            "documents": one("SELECT count(*) FROM documents"),
+            "chunks": one("SELECT count(*) FROM chunks"),
+            "vectors": one("SELECT count(*) FROM vectors"),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, configuration and file sizes (``free_bytes`` is reclaimable by :meth:`vacuum`)."""
+        pragma = lambda name: int(self.conn.execute(f"PRAGMA {name}").fetchall()[0][0])  # noqa: E731
+        page = pragma("page_size")
+        wal = Path(str(self.path) + "-wal")
+        return {
+            **self.count(),
+            "path": str(self.path),
+            "dim": self.dim,
+            "embedder": self.embedder_name,
+            "search_mode": self.search_mode,
+            "schema_version": schema.schema_version(self.conn),
+            "sqlite_vec": self.conn.execute("SELECT vec_version()").fetchall()[0][0],
+            "file_bytes": self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
+            "free_bytes": pragma("freelist_count") * page,
+            "mirror_bytes": self._mirror.nbytes if self._mirror is not None else 0,
+        }
