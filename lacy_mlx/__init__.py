@@ -18,7 +18,27 @@ _EXPORTS = {
     "LacyError": "lacy_mlx.errors",
     "Embedder": "lacy_mlx.embed",
     "HashedEmbedder": "lacy_mlx.embed",
+    "MLXEncoder": "lacy_mlx.encoder",
     "chunk_text": "lacy_mlx.chunker",
+    # the cascade runtime
+    "load": "lacy_mlx.runtime",
+    "Lacy": "lacy_mlx.runtime",
+    "GateConfig": "lacy_mlx.runtime",
+    "Sampling": "lacy_mlx.runtime",
+    "Token": "lacy_mlx.runtime",
+    "Call": "lacy_mlx.runtime",
+    "Evidence": "lacy_mlx.runtime",
+    "DelegateError": "lacy_mlx.runtime",
+    "Done": "lacy_mlx.runtime",
+    "GenerationResult": "lacy_mlx.runtime",
+    "RetrievalDelegate": "lacy_mlx.runtime",
+    "ModelDelegate": "lacy_mlx.runtime",
+    "CallbackDelegate": "lacy_mlx.runtime",
+    # conversion (the function itself is lacy_mlx.convert.convert: the name is the subpackage's)
+    "ConvertResult": "lacy_mlx.convert",
+    "ConvertError": "lacy_mlx.convert",
+    # training (the functions are lacy_mlx.train.train / finetune / evaluate)
+    "TrainConfig": "lacy_mlx.train",
 }
 
 

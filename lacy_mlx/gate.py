@@ -11,7 +11,7 @@ Contract, per row of logits ``x`` (float32, float16 or bfloat16; computed in flo
 - ``+inf`` entries are clamped to the largest finite float32, so they share the mass equally.
 - ``entropy`` is in nats; ``p_top`` is the probability of ``token``, the greedy token (ties go
   to the lowest index, as ``mx.argmax``); ``p_call`` is the probability of ``call_id`` (0 when
-  ``call_id < 0``: the model has no <CALL>).
+  ``call_id`` is outside ``[0, V)``: the model has no <CALL>).
 - A row with no usable entry (all ``-inf``/NaN) gives entropy 0, p_call 0, p_top 0, token 0 and
   decision False.
 - ``params`` is a float32 array ``[mode, entropy_threshold, call_threshold]``; ``mode`` is one of
@@ -74,13 +74,14 @@ def gate_stats_reference(logits: mx.array, call_id: int, params: mx.array) -> Ga
     s_safe = mx.where(valid, s, 1.0)
     entropy = mx.where(valid, mx.log(s_safe) - ez / s_safe, 0.0)
     p_top = mx.where(valid, 1.0 / s_safe, 0.0)
-    if call_id >= 0:
+    if 0 <= call_id < x.shape[-1]:  # out of range: no <CALL> in this vocabulary
         p_call = mx.where(valid, e[:, call_id] / s_safe, 0.0)
     else:
         p_call = mx.zeros_like(p_top)
     token = mx.argmax(x, axis=-1).astype(mx.int32)
     entropy = mx.maximum(entropy, 0.0)  # rounding can dip a hair below 0 on one-hot rows
-    return GateStats(entropy, p_call, p_top, token, decide(entropy, p_call, params))
+    # an all-masked row never fires, even with thresholds <= 0 (module contract)
+    return GateStats(entropy, p_call, p_top, token, decide(entropy, p_call, params) & valid)
 
 
 def gate_stats(logits: mx.array, call_id: int, params: mx.array) -> GateStats:

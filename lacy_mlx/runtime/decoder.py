@@ -1,0 +1,161 @@
+"""One SLM, one KV cache, lazy decode steps with the gate fused in.
+
+The decoder knows nothing about delegates or text. :meth:`Decoder.feed` appends tokens to the
+KV cache (mlx-lm's ``make_prompt_cache``) and returns a :class:`Step`: the next token, the gate's
+statistics and decision, all lazy ``mx.array`` values, plus a ``packed`` vector the decode loop
+reads with one host sync. Prompts are processed as mlx-lm's ``generate_step`` does (all but the
+last token in chunks, then the last one alone), so with the gate off the tokens match mlx-lm's.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.generate import generation_stream
+from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.sample_utils import greedy_sampler
+
+from lacy_mlx.errors import LacyError
+from lacy_mlx.gate import GateStats, gate_stats
+from lacy_mlx.runtime.hidden import plain_forward, split_forward
+
+Sampler = Callable[[mx.array], mx.array]
+
+
+@dataclass
+class Step:
+    """Lazy outputs of one decode step (the logits row after the last fed token).
+
+    ``token``: ``(1,)`` the token to emit when the gate stays closed (special lacy tokens masked
+    out while the gate is on). ``stats``: the gate's statistics, None with the gate off.
+    ``packed``: float32 ``[token, decision, entropy, p_call, p_top]`` (or int32 ``[token]`` with the
+    gate off): the one array the loop synchronises. ``hidden``: ``(1, H)`` last hidden state when
+    the decoder was built with ``need_hidden``. ``thresholds``: (entropy, call) used by the gate.
+    """
+
+    token: mx.array
+    stats: GateStats | None
+    packed: mx.array
+    hidden: mx.array | None
+    logits: mx.array
+    thresholds: tuple[float, float] = (0.0, 0.0)
+
+    def read(self) -> tuple[int, bool, float, float, float]:
+        """Synchronise once; (token, fired, entropy, p_call, p_top). NaN scores are kept as NaN."""
+        vals = self.packed.tolist()
+        if self.stats is None:
+            return int(vals[0]), False, float("nan"), float("nan"), float("nan")
+        return int(vals[0]), bool(vals[1]), vals[2], vals[3], vals[4]
+
+
+class Decoder:
+    """Decode steps of ``model`` with its own KV cache.
+
+    ``call_id``: the <CALL> id (None: the model has none; p_call is 0). ``masked_ids``: ids never
+    emitted while the gate is on (the lacy special tokens). ``need_hidden``: keep the last hidden
+    state of each step (latent queries); uses :func:`~lacy_mlx.runtime.hidden.split_forward`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        sampler: Sampler | None = None,
+        call_id: int | None = None,
+        masked_ids: Sequence[int] = (),
+        need_hidden: bool = False,
+        prefill_step_size: int = 2048,
+    ) -> None:
+        self.model = model
+        self.sampler = sampler or greedy_sampler
+        self.call_id = -1 if call_id is None else int(call_id)
+        self.prefill_step_size = prefill_step_size
+        self._forward = split_forward(model) if need_hidden else plain_forward(model)
+        self._mask = mx.array(sorted(set(masked_ids)), dtype=mx.int32) if masked_ids else None
+        self.cache = make_prompt_cache(model)
+        self.offset = 0  # tokens in the cache
+
+    def reset(self) -> None:
+        """Start over with an empty KV cache (prefix injection re-prefills)."""
+        self.cache = make_prompt_cache(self.model)
+        self.offset = 0
+
+    def trim(self, n: int) -> None:
+        """Drop the last ``n`` tokens from the KV cache (mlx-lm's trim helper)."""
+        if n <= 0:
+            return
+        if not can_trim_prompt_cache(self.cache):
+            raise LacyError(
+                "this model's KV cache cannot be trimmed (a rotating or recurrent cache): "
+                "use a model with a plain KV cache for calls that need a rollback"
+            )
+        trim_prompt_cache(self.cache, n)
+        self.offset -= n
+
+    def feed(self, ids: Sequence[int] | mx.array, params: mx.array | None) -> Step:
+        """Append ``ids`` (at least one) to the cache; the :class:`Step` for the position after them.
+
+        ``params``: the gate params array (:func:`lacy_mlx.gate.gate_params`), None for the gate off.
+        """
+        ids = ids if isinstance(ids, mx.array) else mx.array(list(ids), dtype=mx.int32)
+        n = ids.shape[0]
+        if n == 0:
+            raise LacyError("nothing to feed: the prompt encodes to zero tokens; give a non-empty prompt")
+        with mx.stream(generation_stream):
+            head = ids[:-1]
+            while head.shape[0] > 0:  # as mlx-lm: chunks up to the last token, cache evaluated
+                chunk = head[: self.prefill_step_size]
+                self.model(chunk[None], cache=self.cache)
+                mx.eval([c.state for c in self.cache])
+                head = head[self.prefill_step_size :]
+        self.offset += n
+        return self._step(ids[-1:], params)
+
+    def _step(self, token: mx.array, params: mx.array | None) -> Step:
+        """Feed one token ``(1,)`` (may be lazy) and build the next step lazily; nothing is evaluated."""
+        with mx.stream(generation_stream):
+            hidden, logits = self._forward(token[None], self.cache)  # (1, H) or None, (1, V)
+            if params is None:
+                logprobs = logits - mx.logsumexp(logits, keepdims=True)
+                tok = self.sampler(logprobs).reshape(1)
+                return Step(tok, None, tok, hidden, logits)
+            stats = gate_stats(logits, self.call_id, params)
+            tok = self._sample_gated(logits).reshape(1)
+            packed = mx.concatenate(
+                [
+                    tok.astype(mx.float32),
+                    stats.decision.astype(mx.float32),
+                    stats.entropy,
+                    stats.p_call,
+                    stats.p_top,
+                ]
+            )
+        return Step(tok, stats, packed, hidden, logits)
+
+    def advance(self, step: Step, params: mx.array | None, *, call_on_fire: bool) -> Step:
+        """Speculatively build the step after ``step``, lazily: it feeds ``step.token``, or <CALL>
+        where the gate fired and ``call_on_fire`` (inline injection keeps <CALL> in the context).
+
+        The loop reads ``step`` while this one computes; when the gate fired, the loop trims or
+        keeps the fed token and discards the returned step.
+        """
+        token = step.token
+        if call_on_fire and step.stats is not None and self.call_id >= 0:
+            token = mx.where(step.stats.decision, mx.array(self.call_id, dtype=token.dtype), token)
+        self.offset += 1
+        return self._step(token, params)
+
+    def _sample_gated(self, logits: mx.array) -> mx.array:
+        if self._mask is not None:  # the lacy tokens are control tokens, never output
+            logits = _mask_ids(logits, self._mask)
+        if self.sampler is greedy_sampler:  # argmax needs no normalisation: skip the logsumexp pass
+            return mx.argmax(logits, axis=-1)
+        return self.sampler(logits - mx.logsumexp(logits, keepdims=True))
+
+
+def _mask_ids(logits: mx.array, ids: mx.array) -> mx.array:
+    """``logits`` with the columns ``ids`` set to -inf."""
+    neg = mx.full((logits.shape[0], ids.shape[0]), -mx.inf, dtype=logits.dtype)
+    return mx.put_along_axis(logits, mx.broadcast_to(ids[None], neg.shape), neg, axis=-1)

@@ -1,0 +1,107 @@
+"""Model delegate: a bigger mlx-lm model writes the next word or fact span (the LaCy cascade).
+
+At each call it continues the detokenised text so far (prompt + output) greedily until
+``max_words`` words are complete, and that text is appended to the SLM's output and context.
+It keeps its own KV cache across calls: the new text is tokenised with its own tokenizer, the
+cache is trimmed back to the common token prefix with the previous call (mlx-lm's
+``trim_prompt_cache``) and only the rest is prefilled.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.utils import common_prefix_len
+
+from lacy_mlx.runtime.delegates.base import CallContext, Help
+
+# A word: a maximal run of letters/digits (with ' or -), or one other visible symbol.
+_SPAN = r"\s*(?:[\w'’\-]+(?![\w'’\-])|[^\w\s])"
+
+
+class ModelDelegate:
+    """Continue the text with ``model`` (an mlx-lm model) for one word or fact span.
+
+    ``max_words``: words in the span (a word is a run of letters/digits, or one punctuation mark).
+    ``max_tokens``: hard cap on the tokens generated per call. ``reused_tokens`` and
+    ``prefilled_tokens`` count, over the delegate's life, cache hits and tokens processed.
+    """
+
+    kind = "model"
+    needs_hidden = False
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, max_words: int = 1, max_tokens: int = 8, name: str = "model"
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_words = max(1, int(max_words))
+        self.max_tokens = max(1, int(max_tokens))
+        self.name = name
+        self.cache = make_prompt_cache(model)
+        self.cached_ids: list[int] = []
+        self.reused_tokens = 0
+        self.prefilled_tokens = 0
+        self._complete = re.compile(rf"(?:{_SPAN}){{{self.max_words}}}")
+
+    @classmethod
+    def load(cls, path_or_repo: str | Path, **kwargs: Any) -> "ModelDelegate":
+        """Load the helper model with ``mlx_lm.load`` (a local MLX folder or a Hugging Face repo id)."""
+        from mlx_lm import load
+
+        model, tokenizer = load(str(path_or_repo))
+        kwargs.setdefault("name", Path(str(path_or_repo)).name or str(path_or_repo))
+        return cls(model, tokenizer, **kwargs)
+
+    def __call__(self, ctx: CallContext) -> Help:
+        ids = list(self.tokenizer.encode(ctx.full_text))
+        remaining = self._reuse_prefix(ids)
+        detok = self.tokenizer.detokenizer
+        generated: list[int] = []
+        span = None
+        for token, _ in generate_step(
+            mx.array(remaining), self.model, max_tokens=self.max_tokens, prompt_cache=self.cache
+        ):
+            if token in self.tokenizer.eos_token_ids:
+                break
+            generated.append(token)
+            detok.add_token(token)
+            span = self._span(detok.text)
+            if span is not None:
+                break
+        detok.finalize()
+        # generate_step computes one token ahead: keep the cache exactly at ids + generated.
+        self.cached_ids = ids + generated
+        extra = _cache_len(self.cache) - len(self.cached_ids)
+        if extra > 0:
+            trim_prompt_cache(self.cache, extra)
+        text = span if span is not None else detok.text
+        return Help(kind="continuation", text=text, sources=(self.name,), query=ctx.full_text[-80:])
+
+    def _span(self, text: str) -> str | None:
+        """The first ``max_words`` words of ``text`` once a boundary follows them, else None."""
+        m = self._complete.match(text)
+        if m is None or m.end() == len(text):  # the last word may still grow
+            return None
+        return m.group(0)
+
+    def _reuse_prefix(self, ids: list[int]) -> list[int]:
+        """Trim the cache to the common prefix with ``ids``; the ids still to feed (at least one)."""
+        common = common_prefix_len(self.cached_ids, ids)
+        common = min(common, len(ids) - 1)  # the last token is fed again to get its logits
+        if common < len(self.cached_ids):
+            if can_trim_prompt_cache(self.cache):
+                trim_prompt_cache(self.cache, _cache_len(self.cache) - common)
+            else:
+                self.cache, common = make_prompt_cache(self.model), 0
+        self.reused_tokens += common
+        self.prefilled_tokens += len(ids) - common
+        return ids[common:]
+
+
+def _cache_len(cache: list) -> int:
+    return int(getattr(cache[0], "offset", 0)) if cache else 0

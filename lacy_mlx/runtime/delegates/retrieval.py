@@ -1,0 +1,144 @@
+"""Retrieval delegate: search the knowledge store with a query built at the call.
+
+Two query builders:
+
+- :class:`TextQuery` (FLARE): the current sentence with its low-confidence tokens masked out
+  (tokens the SLM was unsure of are likely wrong and would steer the search), prefixed with the
+  question's tail when too few words remain.
+- :class:`LatentQuery`: a :class:`~lacy_mlx.query_tower.QueryTower` maps the SLM's hidden state
+  at the call into the store embedder's space: no encoder pass over any text.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from lacy_mlx.errors import InputError
+from lacy_mlx.query_tower import QueryTower
+from lacy_mlx.runtime.delegates.base import CallContext, Help
+
+_WORDS = re.compile(r"\w+", re.UNICODE)
+_SENTENCE_END = re.compile(r"(?<=[.!?\n])\s*")
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    """FLARE-style text query.
+
+    Tokens of the current sentence whose top-1 probability is below ``mask_below`` are dropped.
+    When fewer than ``min_words`` words remain, the last sentence of the question is put in front.
+    The query keeps at most ``max_chars`` characters (its end).
+    """
+
+    mask_below: float = 0.4
+    min_words: int = 3
+    max_chars: int = 400
+    needs_hidden = False
+
+    def build(self, ctx: CallContext) -> str:
+        kept = [t for t, c in zip(ctx.sentence_tokens, ctx.sentence_confidence) if not c < self.mask_below]
+        masked = "".join(kept).strip()
+        if len(_WORDS.findall(masked)) < self.min_words:
+            masked = f"{_last_sentence(ctx.question)} {masked}".strip()
+        if not masked:  # nothing usable: the tail of all text so far
+            masked = (ctx.question + " " + ctx.text).strip()
+        return masked[-self.max_chars :]
+
+
+@dataclass(frozen=True)
+class LatentQuery:
+    """Query-tower query: ``tower(hidden state at the call)`` -> a unit vector of the store's dim."""
+
+    tower: QueryTower
+    needs_hidden = True
+
+    def build(self, ctx: CallContext) -> np.ndarray:
+        if ctx.hidden is None:
+            raise InputError("the latent query needs the SLM's hidden state; the runtime did not keep it")
+        vec = self.tower(ctx.hidden.reshape(1, -1).astype(mx.float32))  # (1, D)
+        return np.array(vec[0].astype(mx.float32), dtype=np.float32)
+
+
+class RetrievalDelegate:
+    """Search ``store`` (a :class:`lacy_mlx.store.Store`) at each call; the hits become evidence.
+
+    ``query``: ``"text"`` (default), ``"latent"`` (needs ``tower``), or a builder object with
+    ``build(ctx)`` and ``needs_hidden``. ``k`` hits are kept, those scoring below ``min_score``
+    (cosine) dropped. ``filters`` are passed to ``store.search``.
+    """
+
+    kind = "retrieval"
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        query: str | TextQuery | LatentQuery = "text",
+        tower: QueryTower | None = None,
+        k: int = 3,
+        min_score: float | None = None,
+        filters: dict[str, Any] | None = None,
+        name: str = "retrieval",
+    ) -> None:
+        self.store = store
+        self.builder = _builder(query, tower, store)
+        self.k = k
+        self.min_score = min_score
+        self.filters = filters
+        self.name = name
+
+    @property
+    def needs_hidden(self) -> bool:
+        return bool(self.builder.needs_hidden)
+
+    @property
+    def query_kind(self) -> str:
+        return "latent" if isinstance(self.builder, LatentQuery) else "text"
+
+    def __call__(self, ctx: CallContext) -> Help:
+        q = self.builder.build(ctx)
+        hits = self.store.search(q, k=self.k, filters=self.filters)
+        if self.min_score is not None:
+            hits = [h for h in hits if h.score >= self.min_score]
+        shown = q if isinstance(q, str) else "<latent>"
+        return Help(
+            kind="evidence",
+            passages=tuple(h.text for h in hits),
+            sources=tuple(_source(h) for h in hits),
+            query=shown,
+            hits=tuple(hits),
+        )
+
+
+def _builder(query: Any, tower: QueryTower | None, store: Any) -> Any:
+    if query == "text":
+        return TextQuery()
+    if query == "latent":
+        if tower is None:
+            raise InputError(
+                "query='latent' needs a query tower: pass tower=QueryTower.load(model_dir) "
+                "(trained with `lacy-mlx train`), or use query='text'"
+            )
+        dim = getattr(store, "dim", tower.embed_dim)
+        if tower.embed_dim != dim:
+            raise InputError(
+                f"the query tower emits {tower.embed_dim}-dim vectors but the store holds {dim}-dim "
+                "ones: use the store built with the tower's embedder"
+            )
+        return LatentQuery(tower)
+    if hasattr(query, "build"):
+        return query
+    raise InputError(f"query must be 'text', 'latent' or a builder with build(ctx); got {query!r}")
+
+
+def _source(hit: Any) -> str:
+    return hit.title or hit.external_id or f"document {hit.document_id}"
+
+
+def _last_sentence(text: str) -> str:
+    parts = [p for p in _SENTENCE_END.split(text.strip()) if p.strip()]
+    return parts[-1].strip() if parts else ""

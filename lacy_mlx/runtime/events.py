@@ -1,0 +1,136 @@
+"""The events :meth:`lacy_mlx.Lacy.stream` yields, and what :meth:`lacy_mlx.Lacy.generate` returns.
+
+One generation yields, in order: ``Token`` events (the output text is the concatenation of their
+``text``), and for each call a ``Call`` event followed by either an ``Evidence`` event (the
+delegate helped) or a ``DelegateError`` event (it raised, timed out or found nothing; decoding goes
+on without help); finally one ``Done`` event with the statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Token:
+    """One output token.
+
+    ``text`` is the new text segment from mlx-lm's streaming detokenizer (may be empty while a
+    multi-byte character is incomplete). ``source`` is ``"model"`` for the SLM's own tokens and
+    ``"delegate"`` for tokens a model delegate wrote. ``entropy`` (nats) and ``p_call`` are the
+    gate's statistics at this step (None when the gate is off or for delegate tokens).
+    The last event of a generation may carry ``id == -1``: text the detokenizer held back
+    (an incomplete character, a trailing space), no new token.
+    """
+
+    text: str
+    id: int
+    step: int
+    source: str = "model"
+    entropy: float | None = None
+    p_call: float | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """The gate fired at decode step ``step`` and a delegate ran.
+
+    ``reason``: ``call`` (p(<CALL>) passed its threshold), ``entropy``, or ``call+entropy``.
+    ``threshold``: ``(entropy_threshold, call_threshold)`` in force at that step (a budget moves them).
+    ``query``: the text query, or ``"<latent>"`` for a query-tower vector, or the text a model
+    delegate continued (its tail). ``hits``: the store's :class:`~lacy_mlx.store.SearchHit` list
+    (empty for other delegates). ``ms``: wall time of the delegate.
+    """
+
+    step: int
+    reason: str
+    entropy: float
+    p_call: float
+    threshold: tuple[float, float]
+    delegate: str
+    query: str | None = None
+    hits: tuple[Any, ...] = ()
+    ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a delegate supplied and how it entered the SLM's context.
+
+    ``kind``: ``evidence`` (passages the model reads, not part of the output) or ``continuation``
+    (text that becomes part of the output; its tokens follow as ``Token`` events with
+    ``source="delegate"``). ``injection``: ``inline`` (appended to the KV cache between
+    <EVIDENCE> and </EVIDENCE>), ``prefix`` (passages put in the prompt, current sentence
+    regenerated) or ``append`` (continuation tokens appended). ``sources``: where it came from
+    (document titles / external ids, a model name, a callback name).
+    """
+
+    step: int
+    text: str
+    kind: str
+    injection: str
+    sources: tuple[str, ...] = ()
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class DelegateError:
+    """A delegate failed at step ``step``; generation went on without help. ``reason`` says why."""
+
+    step: int
+    delegate: str
+    reason: str
+    error: str = ""  # exception type name, "timeout" or "empty"
+
+
+@dataclass(frozen=True)
+class Done:
+    """End of a generation and its statistics.
+
+    ``finish_reason``: ``stop`` (end-of-sequence token) or ``length`` (``max_tokens`` reached).
+    ``tokens`` counts output tokens (model and delegate); ``steps`` counts SLM decode steps;
+    ``call_rate`` = calls / steps. Times are seconds of host wall time: ``gate_s`` is the host
+    work of the gate policy (thresholds, budget, decision handling; the gate math itself runs
+    fused into the device step), ``retrieval_s`` the retrieval delegates, ``delegate_s`` all
+    delegates (retrieval included), ``inject_s`` feeding evidence into the SLM.
+    ``host_syncs`` counts device-to-host synchronisations in the decode loop (one per step).
+    """
+
+    finish_reason: str
+    prompt_tokens: int
+    tokens: int
+    steps: int
+    calls: int
+    call_rate: float
+    seconds: float
+    tokens_per_s: float
+    prompt_s: float
+    gate_s: float
+    retrieval_s: float
+    delegate_s: float
+    inject_s: float
+    host_syncs: int
+    delegate_errors: int = 0
+
+
+Event = Token | Call | Evidence | DelegateError | Done
+
+
+@dataclass
+class GenerationResult:
+    """What :meth:`lacy_mlx.Lacy.generate` returns: the output text, the stats and every call."""
+
+    text: str
+    stats: Done
+    calls: list[Call] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    errors: list[DelegateError] = field(default_factory=list)
+
+    @property
+    def sources(self) -> list[str]:
+        """Distinct sources of the evidence used, in first-use order."""
+        seen: dict[str, None] = {}
+        for ev in self.evidence:
+            for src in ev.sources:
+                seen.setdefault(src, None)
+        return list(seen)

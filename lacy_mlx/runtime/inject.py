@@ -1,0 +1,117 @@
+"""How help enters the SLM's context, and how prompts become token ids.
+
+- ``inline`` (models trained with lacy-mlx): after <CALL>, the evidence is appended to the KV
+  cache between <EVIDENCE> and </EVIDENCE> and decoding continues; nothing is prefilled again.
+- ``prefix`` (off-the-shelf models, FLARE style): the passages go into the prompt, the cache is
+  rebuilt, and the current sentence is generated again with them in view.
+- ``auto``: ``inline`` when the model has the three tokens, else ``prefix``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lacy_mlx.errors import InputError
+from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, read_lacy_section
+
+INJECTIONS = ("auto", "inline", "prefix")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The model's lacy token ids (None where the model lacks the token)."""
+
+    call: int | None = None
+    evidence_start: int | None = None
+    evidence_end: int | None = None
+
+    @property
+    def inline_capable(self) -> bool:
+        return None not in (self.call, self.evidence_start, self.evidence_end)
+
+    @property
+    def all(self) -> tuple[int, ...]:
+        return tuple(i for i in (self.call, self.evidence_start, self.evidence_end) if i is not None)
+
+
+def special_ids(tokenizer: Any, model_dir: str | Path | None = None) -> SpecialIds:
+    """Ids from config.json's ``lacy`` section when ``model_dir`` has one, else the tokenizer vocabulary."""
+    section = read_lacy_section(model_dir) if model_dir is not None else None
+    vocab: dict[str, int] = {}
+    try:
+        vocab = dict(tokenizer.get_vocab())
+    except (AttributeError, TypeError):
+        pass
+
+    def pick(from_section: int | None, token: str) -> int | None:
+        return from_section if from_section is not None else vocab.get(token)
+
+    return SpecialIds(
+        call=pick(section.call_token_id if section else None, CALL_TOKEN),
+        evidence_start=pick(section.evidence_start_id if section else None, EVIDENCE_START),
+        evidence_end=pick(section.evidence_end_id if section else None, EVIDENCE_END),
+    )
+
+
+def resolve_injection(mode: str, ids: SpecialIds) -> str:
+    """``inline`` or ``prefix`` for ``mode``; raises InputError when inline is impossible."""
+    if mode not in INJECTIONS:
+        raise InputError(f"injection must be one of {INJECTIONS}, got {mode!r}")
+    if mode == "auto":
+        return "inline" if ids.inline_capable else "prefix"
+    if mode == "inline" and not ids.inline_capable:
+        raise InputError(
+            "inline injection needs <CALL>, <EVIDENCE> and </EVIDENCE> in the model's vocabulary: "
+            "add them with lacy-mlx's token surgery and fine-tune, or use injection='prefix'"
+        )
+    return mode
+
+
+def inline_evidence_ids(tokenizer: Any, text: str, ids: SpecialIds, max_tokens: int) -> list[int]:
+    """``<EVIDENCE> text </EVIDENCE>`` as ids, the text cut to ``max_tokens`` tokens."""
+    body = list(tokenizer.encode(text, add_special_tokens=False))[:max_tokens]
+    return [ids.evidence_start, *body, ids.evidence_end]  # type: ignore[list-item]
+
+
+def format_passages(passages: Sequence[str]) -> str:
+    """The block prefix injection puts before the prompt."""
+    lines = [f"[{i}] {p.strip()}" for i, p in enumerate(passages, 1)]
+    return "Relevant passages:\n" + "\n".join(lines) + "\n\n"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt ready for the SLM: ``ids``, the ``text`` they spell, and the user's ``question``."""
+
+    ids: tuple[int, ...]
+    text: str
+    question: str
+
+
+Messages = Sequence[dict[str, Any]]
+
+
+def encode_prompt(tokenizer: Any, prompt: str | Messages, passages: Sequence[str] = ()) -> Prompt:
+    """Token ids of ``prompt``: a string is encoded as mlx-lm's ``stream_generate`` does (BOS added
+    unless present); chat messages go through the tokenizer's chat template with a generation
+    prompt. ``passages`` (prefix injection) go before the text, or into the last user message."""
+    if isinstance(prompt, str):
+        text = format_passages(passages) + prompt if passages else prompt
+        bos = getattr(tokenizer, "bos_token", None)
+        ids = tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
+        return Prompt(tuple(ids), text, prompt)
+    messages = [dict(m) for m in prompt]
+    if not messages or any("role" not in m or "content" not in m for m in messages):
+        raise InputError("chat messages are dicts with 'role' and 'content', e.g. [{'role': 'user', 'content': 'Hi'}]")
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    question = str(messages[users[-1]]["content"]) if users else str(messages[-1]["content"])
+    if passages:
+        at = users[-1] if users else len(messages) - 1
+        messages[at]["content"] = format_passages(passages) + str(messages[at]["content"])
+    if getattr(tokenizer, "chat_template", None) is None and not getattr(tokenizer, "has_chat_template", False):
+        raise InputError("this tokenizer has no chat template: pass the prompt as a string instead of messages")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return Prompt(tuple(ids), str(text), question)

@@ -1,0 +1,254 @@
+"""The public runtime object: a model that knows when to ask for help.
+
+>>> import lacy_mlx
+>>> lacy = lacy_mlx.load("path/to/mlx-model", db="kb.db")          # doctest: +SKIP
+>>> for event in lacy.stream("Marie Curie was born in", max_tokens=32):  # doctest: +SKIP
+...     print(event)
+>>> result = lacy.generate([{"role": "user", "content": "Who was Ada Lovelace?"}])  # doctest: +SKIP
+>>> result.text, result.stats.call_rate, result.sources              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlx_lm.sample_utils import make_sampler
+
+from lacy_mlx.errors import InputError, LacyError
+from lacy_mlx.runtime.cascade import Cascade, RunSettings
+from lacy_mlx.runtime.delegates import CallbackDelegate, RetrievalDelegate
+from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
+from lacy_mlx.runtime.inject import Messages, SpecialIds, resolve_injection, special_ids
+from lacy_mlx.runtime.policy import GateConfig
+from lacy_mlx.tokens import LacySection
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings, passed to mlx-lm's ``make_sampler``. ``temp=0`` is greedy decoding."""
+
+    temp: float = 0.0
+    top_p: float = 0.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+
+    def sampler(self) -> Callable:
+        if self.seed is not None:
+            import mlx.core as mx
+
+            mx.random.seed(self.seed)
+        return make_sampler(temp=self.temp, top_p=self.top_p, min_p=self.min_p, top_k=self.top_k)
+
+
+class Lacy:
+    """An mlx-lm model with the gate, a delegate and an injection mode.
+
+    Build it with :func:`load`. ``gate``, ``injection`` and ``delegate`` are attributes: change
+    them between generations (the chat CLI's slash commands do). ``last_context`` holds, after a
+    generation, the token ids the SLM's KV cache ended with (prompt, output, calls, evidence).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        specials: SpecialIds,
+        delegate: Any = None,
+        gate: GateConfig,
+        injection: str = "auto",
+        store: Any = None,
+        max_evidence_tokens: int = 256,
+        name: str = "model",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.specials = specials
+        self.store = store
+        self.delegate = _as_delegate(delegate)
+        self.gate = gate
+        self.injection = resolve_injection(injection, specials)
+        self.max_evidence_tokens = max_evidence_tokens
+        self.name = name
+        self.last_context: list[int] = []
+
+    @property
+    def has_call_token(self) -> bool:
+        return self.specials.call is not None
+
+    def stream(
+        self,
+        prompt: str | Messages,
+        *,
+        max_tokens: int = 256,
+        sampling: Sampling | Callable | None = None,
+        gate: GateConfig | None = None,
+        **gate_changes: Any,
+    ) -> Iterator[Event]:
+        """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
+        template) and yield events (:mod:`lacy_mlx.runtime.events`): ``Token``, ``Call``,
+        ``Evidence``, ``DelegateError``, and a final ``Done``.
+
+        ``sampling``: a :class:`Sampling`, an mlx-lm sampler, or None (greedy). ``gate`` replaces
+        this object's gate for this call; keyword ``gate_changes`` (``mode``, ``call_threshold``,
+        ``entropy_threshold``, ``budget``, ...) adjust it.
+        """
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if isinstance(prompt, str) and not prompt:
+            raise InputError("the prompt is empty: give some text to continue")
+        cfg = (gate or self.gate).with_(**gate_changes) if gate_changes else (gate or self.gate)
+        sampler = sampling.sampler() if isinstance(sampling, Sampling) else sampling
+        needs_hidden = bool(getattr(self.delegate, "needs_hidden", False))
+        run = Cascade(
+            self.model,
+            self.tokenizer,
+            prompt,
+            specials=self.specials,
+            delegate=self.delegate,
+            sampler=sampler,
+            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden),
+        )
+        try:
+            yield from run
+        finally:
+            self.last_context = run.context
+
+    def generate(self, prompt: str | Messages, **kwargs: Any) -> GenerationResult:
+        """Run :meth:`stream` to the end; the text, the stats and every call (same arguments)."""
+        parts: list[str] = []
+        calls: list[Call] = []
+        evidence: list[Evidence] = []
+        errors: list[DelegateError] = []
+        done: Done | None = None
+        for ev in self.stream(prompt, **kwargs):
+            if isinstance(ev, Token):
+                parts.append(ev.text)
+            elif isinstance(ev, Call):
+                calls.append(ev)
+            elif isinstance(ev, Evidence):
+                evidence.append(ev)
+            elif isinstance(ev, DelegateError):
+                errors.append(ev)
+            elif isinstance(ev, Done):
+                done = ev
+        assert done is not None  # the stream always ends with Done
+        return GenerationResult("".join(parts), done, calls, evidence, errors)
+
+
+def load(
+    model: str | Path | tuple[Any, Any],
+    *,
+    db: str | Path | Any = None,
+    embedder: Any = None,
+    delegate: Any = None,
+    gate: GateConfig | None = None,
+    injection: str = "auto",
+    query: str = "text",
+    k: int = 3,
+    tower: Any = None,
+    max_evidence_tokens: int = 256,
+) -> Lacy:
+    """Load a model and wire the runtime around it.
+
+    - ``model``: a local MLX folder or a Hugging Face repo id (``mlx_lm.load``), or a
+      ``(model, tokenizer)`` pair already loaded. The <CALL>/evidence ids come from config.json's
+      ``lacy`` section, else from the tokenizer's vocabulary.
+    - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
+      :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
+      ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
+      and ``k`` hits.
+    - ``delegate``: any delegate (:mod:`lacy_mlx.runtime.delegates`) or a plain function (wrapped
+      in a :class:`~lacy_mlx.runtime.delegates.CallbackDelegate`).
+    - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
+      model with <CALL> and ``entropy`` for one without.
+    - ``injection``: ``auto`` | ``inline`` | ``prefix`` (see :mod:`lacy_mlx.runtime.inject`).
+    """
+    model_obj, tokenizer, model_dir, section = _load_model(model)
+    specials = special_ids(tokenizer, None)
+    if section is not None:
+        specials = SpecialIds(
+            section.call_token_id if section.call_token_id is not None else specials.call,
+            section.evidence_start_id if section.evidence_start_id is not None else specials.evidence_start,
+            section.evidence_end_id if section.evidence_end_id is not None else specials.evidence_end,
+        )
+    if gate is None:
+        mode = "call" if specials.call is not None else "entropy"
+        gate = GateConfig.from_section(section.gate if section else {}, mode=mode)
+    store = _open_store(db, embedder)
+    if delegate is None and store is not None:
+        if query == "latent" and tower is None:
+            tower = _load_tower(model_dir)
+        delegate = RetrievalDelegate(store, query=query, tower=tower, k=k)
+    name = Path(str(model)).name if not isinstance(model, tuple) else "model"
+    return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
+                store=store, max_evidence_tokens=max_evidence_tokens, name=name)
+
+
+def _load_model(model: Any) -> tuple[Any, Any, Path | None, LacySection | None]:
+    if isinstance(model, tuple):
+        if len(model) != 2:
+            raise InputError("pass model as a path, a Hugging Face repo id, or a (model, tokenizer) pair")
+        return model[0], model[1], None, None
+    import mlx_lm
+
+    try:
+        model_obj, tokenizer, config = mlx_lm.load(str(model), return_config=True)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise LacyError(
+            f"cannot load the model {str(model)!r}: {exc}. Give an MLX model folder (config.json, "
+            "model*.safetensors, tokenizer files) or a Hugging Face repo id of an MLX model"
+        ) from exc
+    model_dir = Path(str(model)) if Path(str(model)).exists() else _cached_repo(str(model))
+    data = config.get("lacy") or {}
+    section = LacySection(data.get("call_token_id"), data.get("evidence_start_id"),
+                          data.get("evidence_end_id"), dict(data.get("gate") or {}))
+    return model_obj, tokenizer, model_dir, section
+
+
+def _cached_repo(repo: str) -> Path | None:
+    try:
+        from mlx_lm.utils import hf_repo_to_path
+
+        return hf_repo_to_path(repo)
+    except Exception:  # not in the local Hugging Face cache: no folder to read extras from
+        return None
+
+
+def _open_store(db: Any, embedder: Any) -> Any:
+    if db is None:
+        return None
+    if hasattr(db, "search"):
+        return db
+    from lacy_mlx.store import Store
+
+    return Store.open(db, embedder=embedder, create=False)
+
+
+def _load_tower(model_dir: Path | None) -> Any:
+    from lacy_mlx.query_tower import QueryTower
+
+    tower = QueryTower.load(model_dir) if model_dir is not None else None
+    if tower is None:
+        raise InputError(
+            "query='latent' needs a query tower: the model folder has no query_tower.safetensors; "
+            "train one, pass tower=QueryTower(...), or use query='text'"
+        )
+    return tower
+
+
+def _as_delegate(delegate: Any) -> Any:
+    if delegate is None or hasattr(delegate, "name") and callable(delegate) and not _is_plain_function(delegate):
+        return delegate
+    if callable(delegate):
+        return CallbackDelegate(delegate)
+    raise InputError(f"delegate must be a delegate object or a function, got {type(delegate).__name__}")
+
+
+def _is_plain_function(obj: Any) -> bool:
+    import types
+
+    return isinstance(obj, (types.FunctionType, types.MethodType, types.BuiltinFunctionType))

@@ -1,0 +1,203 @@
+"""When the runtime asks for help: gate settings, the running-quantile call budget, and per-step policy.
+
+The gate itself (:func:`lacy_mlx.gate.gate_stats`) runs lazily on the device inside each decode
+step. This module holds the host side: which thresholds the next step uses (a call budget moves
+them), and when calls are suppressed (cool-down after a call, a call cap, a sentence regenerated
+after prefix injection). It hands the step a ``params`` array and never reads device values
+itself: the decode loop feeds it the scores it already synchronised.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import mlx.core as mx
+
+from lacy_mlx.errors import InputError
+from lacy_mlx.gate import MODES
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Gate settings.
+
+    - ``mode``: ``call`` (p(<CALL>) >= ``call_threshold``), ``entropy`` (next-token entropy in nats
+      >= ``entropy_threshold``), ``either`` (one of both), or ``off`` (plain mlx-lm decoding).
+      A model without <CALL> has p(<CALL>) = 0: use ``entropy`` there.
+    - ``budget``: optional target share of decode steps that call, in (0, 1). A running quantile
+      over the last ``budget_window`` steps then sets the threshold of the mode's score
+      (p(<CALL>) for ``call``/``either``, entropy for ``entropy``) so that about that share passes,
+      as LaCy does at inference. The configured threshold holds for the first ``budget_warmup`` steps.
+    - ``min_gap``: decode steps after a call during which the gate stays closed (at least 1: the
+      step right after a call never calls, so decoding always moves forward).
+    - ``max_calls``: cap on calls per generation (None: no cap).
+    """
+
+    mode: str = "call"
+    call_threshold: float = 0.5
+    entropy_threshold: float = 3.0
+    budget: float | None = None
+    budget_window: int = 256
+    budget_warmup: int = 16
+    min_gap: int = 1
+    max_calls: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"gate mode must be one of {sorted(MODES)}, got {self.mode!r}")
+        if not 0.0 <= self.call_threshold <= 1.0:
+            raise InputError(f"call_threshold is a probability in [0, 1], got {self.call_threshold}")
+        if self.entropy_threshold < 0:
+            raise InputError(f"entropy_threshold is in nats and >= 0, got {self.entropy_threshold}")
+        if self.budget is not None and not 0.0 < self.budget < 1.0:
+            raise InputError(f"budget is a share of tokens in (0, 1), e.g. 0.2; got {self.budget}")
+        if self.budget_window < 8 or self.budget_warmup < 0:
+            raise InputError("budget_window must be >= 8 and budget_warmup >= 0")
+        if self.min_gap < 0 or (self.max_calls is not None and self.max_calls < 0):
+            raise InputError("min_gap and max_calls must be >= 0")
+
+    def with_(self, **changes: Any) -> "GateConfig":
+        """A copy with ``changes`` applied (validated); None values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_section(cls, gate: dict[str, Any], **defaults: Any) -> "GateConfig":
+        """Build from a config.json ``lacy.gate`` dict (unknown keys are ignored)."""
+        known = {k: v for k, v in gate.items() if k in cls.__dataclass_fields__}
+        return cls(**{**defaults, **known})
+
+    @property
+    def budget_score(self) -> str:
+        """Which score the budget moves the threshold of: ``p_call`` or ``entropy``."""
+        return "entropy" if self.mode == "entropy" else "p_call"
+
+
+class CallBudget:
+    """A running quantile: the threshold that about ``share`` of the recent scores reach.
+
+    ``observe(score)`` adds one step's score; ``threshold()`` is the ``1 - share`` quantile of
+    the last ``window`` scores (None until ``warmup`` scores were seen). Kept sorted with
+    ``bisect`` so a step costs O(window) memory moves and no numpy call.
+    """
+
+    def __init__(self, share: float, window: int = 256, warmup: int = 16) -> None:
+        if not 0.0 < share < 1.0:
+            raise InputError(f"budget share must be in (0, 1), got {share}")
+        self.share = share
+        self.window = window
+        self.warmup = max(1, warmup)
+        self._recent: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def observe(self, score: float) -> None:
+        """Record one decode step's score (NaN counts as the lowest score)."""
+        score = float(score) if score == score else float("-inf")
+        self._recent.append(score)
+        bisect.insort(self._sorted, score)
+        if len(self._recent) > self.window:
+            old = self._recent.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+    def threshold(self) -> float | None:
+        """The score that about ``share`` of the window reaches, or None while warming up."""
+        n = len(self._sorted)
+        if n < self.warmup:
+            return None
+        # Index of the (1 - share) quantile; scores >= it are about `share` of the window.
+        idx = min(n - 1, max(0, int(round((1.0 - self.share) * n))))
+        return self._sorted[idx]
+
+
+class GatePolicy:
+    """Per-generation host state of the gate: the params of the next step and call suppression."""
+
+    def __init__(self, config: GateConfig, *, has_call_token: bool) -> None:
+        self.config = config
+        self.has_call_token = has_call_token
+        self.budget = (
+            CallBudget(config.budget, config.budget_window, config.budget_warmup) if config.budget else None
+        )
+        self.calls = 0
+        # Without <CALL>, p_call is 0: the call criterion can never be meant to pass.
+        self._mode = config.mode
+        if not has_call_token and config.mode in ("call", "either"):
+            self._mode = "off" if config.mode == "call" else "entropy"
+        self._cooldown = 0
+        self._hold_until_sentence_end = False
+        self._params_key: tuple[float, float, float] | None = None
+        self._params: mx.array | None = None
+        self.last_thresholds = (config.entropy_threshold, config.call_threshold)
+
+    @property
+    def enabled(self) -> bool:
+        """False in mode ``off``: the decode loop then runs plain mlx-lm steps with no gate at all."""
+        return self.config.mode != "off"
+
+    def thresholds(self) -> tuple[float, float]:
+        """(entropy_threshold, call_threshold) in force now, after the budget's adjustment."""
+        ent, call = self.config.entropy_threshold, self.config.call_threshold
+        q = self.budget.threshold() if self.budget else None
+        if q is not None:
+            if self.config.budget_score == "entropy":
+                ent = max(q, 0.0)
+            else:
+                call = min(max(q, 1e-9), 1.0)  # p_call 0 never passes, even when most scores are 0
+        return ent, call
+
+    def next_params(self) -> mx.array:
+        """The gate ``params`` array for the next step built; mode off while calls are suppressed.
+
+        Call once per step built: a cool-down counts built steps, so it holds for exactly
+        ``min_gap`` steps even though the loop builds each step before reading the previous one.
+        """
+        ent, call = self.thresholds()
+        is_open = self.open
+        if self._cooldown > 0:
+            self._cooldown -= 1
+        mode = MODES[self._mode] if is_open else 0
+        self.last_thresholds = (ent, call)
+        key = (float(mode), ent, call)
+        if key != self._params_key:  # reuse the array while nothing moved
+            self._params_key = key
+            self._params = mx.array(key, dtype=mx.float32)
+        return self._params  # type: ignore[return-value]
+
+    @property
+    def open(self) -> bool:
+        """Whether a call may happen at the next step."""
+        cap = self.config.max_calls
+        return (
+            self.enabled
+            and self._cooldown <= 0
+            and not self._hold_until_sentence_end
+            and (cap is None or self.calls < cap)
+        )
+
+    def after_step(self, entropy: float, p_call: float) -> None:
+        """Account one decode step whose scores the loop synchronised."""
+        if self.budget is not None:
+            self.budget.observe(entropy if self.config.budget_score == "entropy" else p_call)
+
+    def after_call(self) -> None:
+        """Account one call: start the cool-down (at least the step right after the call, so a
+        model that always calls still emits a token between calls)."""
+        self.calls += 1
+        self._cooldown = max(1, self.config.min_gap)
+
+    def hold_until_sentence_end(self) -> None:
+        """Keep the gate closed until :meth:`sentence_ended` (prefix injection regenerates a sentence)."""
+        self._hold_until_sentence_end = True
+
+    def sentence_ended(self) -> None:
+        """A sentence boundary was emitted."""
+        self._hold_until_sentence_end = False
+
+    def reason(self, entropy: float, p_call: float, thresholds: tuple[float, float]) -> str:
+        """Why the gate fired, from the synchronised scores and the step's (entropy, call) thresholds."""
+        ent_t, call_t = thresholds
+        mode = self.config.mode
+        by_call = self.has_call_token and mode in ("call", "either") and p_call >= call_t
+        by_ent = mode in ("entropy", "either") and entropy >= ent_t
+        return "call+entropy" if by_call and by_ent else ("call" if by_call else "entropy")
