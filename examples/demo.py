@@ -1,47 +1,121 @@
 """End-to-end demo on the embedded defaults (what `make demo` runs).
 
-Ingests the bundled documents in examples/docs into a store with the default embedder (the MLX
-MiniLM encoder when installed, the hashed embedder otherwise), then answers a few searches.
-When a trained demo model ships in lacy_mlx/data/demo-model, it also runs the cascade on it.
+1. The knowledge store: ingest the bundled documents (examples/docs) with the default embedder
+   (the MLX MiniLM encoder when installed) and answer a few searches.
+2. The cascade: load the embedded demo SLM (lacy_mlx/data/demo-model, trained with
+   `lacy-mlx train --preset demo`), ingest its evidence passages into a store, and let it write
+   biographies of people it saw often and people it saw once: where it does not know a fact it
+   emits <CALL>, the query tower turns its hidden state into a query, the store answers, and the
+   evidence goes inline into its KV cache. Each claim is checked against the ground truth, for the
+   SLM alone (<CALL> masked) and for the cascade.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 from lacy_mlx.chunker import ChunkerConfig
 from lacy_mlx.cli.search import format_table
-from lacy_mlx.ingest import iter_documents
+from lacy_mlx.ingest import iter_documents, read_documents
 from lacy_mlx.store import Store
 
 HERE = Path(__file__).resolve().parent
+DEMO_MODEL = HERE.parent / "lacy_mlx" / "data" / "demo-model"
 QUERIES = [
     "Where was Marie Curie born?",
     "Who wrote the first computer program?",
     "codebreaking during the Second World War",
-    "X-ray images of DNA",
-    "when should a small model ask for help?",
 ]
+BOLD, DIM, CYAN, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[36m", "\033[32m", "\033[31m", "\033[0m"
 
 
-def run_store_demo(db: Path) -> None:
+def paint(text: str, colour: str) -> str:
+    return f"{colour}{text}{RESET}" if sys.stdout.isatty() else text
+
+
+def store_demo(db: Path) -> None:
     """Ingest examples/docs into ``db`` and print the top hits for each query."""
     with Store.open(db) as store:
         t0 = time.perf_counter()
         result = store.add_documents(iter_documents([HERE / "docs"]), chunker=ChunkerConfig(max_tokens=60, overlap=10))
-        took = time.perf_counter() - t0
-        print(f"store {db}: embedder {store.embedder_name}; {result.added} added, {result.unchanged} unchanged, "
-              f"{result.chunks} chunks in {took:.2f}s")
+        print(f"store {db.name}: embedder {store.embedder_name}; {result.added} added, {result.unchanged} unchanged, "
+              f"{result.chunks} chunks in {time.perf_counter() - t0:.2f}s")
         for query in QUERIES:
             print(f"\n> {query}")
             print(format_table(store.search(query, k=3), width=110))
 
 
-def main() -> int:
+def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, query: str = "latent") -> None:
+    """Biographies from the demo SLM, alone and with calls answered by the store."""
+    import lacy_mlx
+    from lacy_mlx.runtime.events import Call, Done, Evidence, Token
+    from lacy_mlx.train.corpus import load_people, parse_claims
+
+    people = load_people(model_dir / "data" / "ground_truth.json")
+    groups = {"seen often": [p for p in people if p.mentions >= 10][:per_group],
+              "seen once": [p for p in people if p.mentions == 1][:per_group]}
+    # The demo's people plus the first `distractors` others, whose passages compete in retrieval.
+    keep = {p.pid for members in groups.values() for p in members} | {p.pid for p in people[:distractors]}
+    with Store.open(db) as store:
+        t0 = time.perf_counter()
+        docs = (d for d in read_documents(model_dir / "data" / "evidence.jsonl") if d.metadata.get("person") in keep)
+        added = store.add_documents(docs, batch_size=256).added
+        print(f"\nevidence store {db.name}: {store.count()['chunks']} passages of {len(keep)} people ({added} new, "
+              f"{time.perf_counter() - t0:.1f}s), embedder {store.embedder_name}")
+    from lacy_mlx.runtime.delegates import TextQuery
+
+    # "text": the subject (the prompt) plus the current sentence; "latent": the query tower.
+    lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else query)
+    totals: dict[tuple[str, str], list[int]] = {}
+    for group, members in groups.items():
+        for person in members:
+            for mode in ("slm", "cascade"):
+                # The SLM alone: gated (so <CALL> is masked, as LaCy measures it) but allowed no call.
+                gate = {"mode": "call", "max_calls": 0 if mode == "slm" else None}
+                shown, calls = [], 0
+                for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=80, **gate):
+                    if isinstance(ev, Token):
+                        shown.append(ev.text)
+                    elif isinstance(ev, Call):
+                        calls += 1
+                    elif isinstance(ev, Evidence):
+                        shown.append(paint(" [" + ev.text.split("\n")[0] + "]", DIM))
+                    elif isinstance(ev, Done):
+                        stats = ev
+                text = "".join(t for t in shown if not t.startswith((" [", "\033")))
+                claims = parse_claims(person.name + ("" if text.startswith(" ") else " ") + text)
+                right = sum(person.facts.get(rel) == value for rel, value in claims)
+                tally = totals.setdefault((group, mode), [0, 0, 0, 0])
+                tally[0] += right
+                tally[1] += len(claims)
+                tally[2] += calls
+                tally[3] += stats.tokens
+                if person is members[0]:
+                    print(f"\n{paint(person.name, BOLD)} ({group}, {person.mentions} mentions) - {mode}: "
+                          f"{right}/{len(claims)} claims true, {calls} calls")
+                    body = "".join(shown)
+                    print("   " + person.name + ("" if body.startswith(" ") else " ") + body)
+    print(f"\n{'group':<11} {'mode':<8} {'true claims':>12} {'precision':>10} {'calls/token':>12}")
+    for (group, mode), (right, n, calls, tokens) in totals.items():
+        print(f"{group:<11} {mode:<8} {right:>5}/{n:<6} {right / max(n, 1):>10.2f} {calls / max(tokens, 1):>12.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=DEMO_MODEL, help="a model trained by `lacy-mlx train`")
+    ap.add_argument("--people", type=int, default=8, help="people per group (default 8)")
+    ap.add_argument("--query", choices=["latent", "text"], default="latent", help="how a call queries the store")
+    ap.add_argument("--distractors", type=int, default=300, help="other people whose passages the store holds")
+    args = ap.parse_args(argv)
     out = HERE.parent / ".demo"
     out.mkdir(exist_ok=True)
-    run_store_demo(out / "demo.db")
+    store_demo(out / "docs.db")
+    if (args.model / "config.json").is_file():
+        cascade_demo(args.model, out / "evidence.db", args.people, args.distractors, args.query)
+    else:
+        print(f"\n(no demo model at {args.model}: train one with `lacy-mlx train --preset demo --out {args.model}`)")
     return 0
 
 

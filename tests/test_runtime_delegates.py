@@ -75,6 +75,10 @@ def test_text_query_masks_low_confidence_tokens():
     short = CallContext(step=1, prompt="", question="First. Where was Curie born?", text="In",
                         sentence_tokens=("In",), sentence_confidence=(0.1,))
     assert TextQuery().build(short) == "Where was Curie born?"
+    subjectless = CallContext(step=3, prompt="", question="<|endoftext|>Lena Santos", text="She was born in",
+                              sentence_tokens=("She", " was", " born", " in"), sentence_confidence=(0.9,) * 4)
+    assert TextQuery().build(subjectless) == "She was born in"
+    assert TextQuery(anchor=True).build(subjectless) == "Lena Santos She was born in"
 
 
 class _Spy:

@@ -23,6 +23,7 @@ from lacy_mlx.runtime.delegates.base import CallContext, Help
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?\n])\s*")
+_SPECIAL = re.compile(r"<\|[^|>]*\|>")  # control tokens such as <|endoftext|> in a raw prompt
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,23 @@ class TextQuery:
     """FLARE-style text query.
 
     Tokens of the current sentence whose top-1 probability is below ``mask_below`` are dropped.
-    When fewer than ``min_words`` words remain, the last sentence of the question is put in front.
-    The query keeps at most ``max_chars`` characters (its end).
+    When fewer than ``min_words`` words remain, or always with ``anchor=True`` (a sentence like
+    "She was born in" names no subject: the question does), the last sentence of the question is
+    put in front. The query keeps at most ``max_chars`` characters (its end).
     """
 
     mask_below: float = 0.4
     min_words: int = 3
     max_chars: int = 400
+    anchor: bool = False
     needs_hidden = False
 
     def build(self, ctx: CallContext) -> str:
         kept = [t for t, c in zip(ctx.sentence_tokens, ctx.sentence_confidence) if not c < self.mask_below]
         masked = "".join(kept).strip()
-        if len(_WORDS.findall(masked)) < self.min_words:
-            masked = f"{_last_sentence(ctx.question)} {masked}".strip()
+        topic = _SPECIAL.sub("", _last_sentence(ctx.question)).strip()
+        if (self.anchor or len(_WORDS.findall(masked)) < self.min_words) and topic not in masked:
+            masked = f"{topic} {masked}".strip()
         if not masked:  # nothing usable: the tail of all text so far
             masked = (ctx.question + " " + ctx.text).strip()
         return masked[-self.max_chars :]

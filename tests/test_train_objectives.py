@@ -1,0 +1,65 @@
+"""The four objectives choose the call targets their definitions say, on one crafted batch."""
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from lacy_mlx.train.objectives import select_calls, token_losses
+
+# One row of 10 targets. Spans: 1 = tokens 1-2 (one hard token), 2 = tokens 5-7 (all hard), 3 = token 9.
+NLL = mx.array([[0.1, 0.2, 3.0, 9.0, 0.5, 4.0, 5.0, 6.0, 0.3, 2.0]])
+SPAN = mx.array([[0, 1, 1, 0, 0, 2, 2, 2, 0, 3]])
+FIRST = mx.array([[0, 1, 0, 0, 0, 1, 0, 0, 0, 1]]).astype(mx.bool_)
+ELIGIBLE = mx.ones((1, 10), dtype=mx.bool_)
+REF = mx.array([[0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])  # the reference also finds token 3 hard
+
+
+def chosen(objective, **kw):
+    mask = select_calls(objective, NLL, span=SPAN, first=FIRST, eligible=ELIGIBLE, ref_nll=REF, **kw)
+    return set(np.flatnonzero(np.array(mask[0])).tolist())
+
+
+def test_four_objectives_choose_differently():
+    picks = {
+        # spans scored by mean loss: 1.6, 5.0, 2.0 -> top 60% of 3 spans = spans 2 and 3; call at their start
+        "lacy": chosen("lacy", q=0.6),
+        # the top 20% of all targets by loss, factual or not: the hard function word (3) and token 7
+        "loss": chosen("loss", budget=0.2),
+        # the top 20% by excess loss over the reference: token 3's excess is 0, so tokens 7 and 6
+        "rho1": chosen("rho1", budget=0.2),
+        "plain": chosen("plain"),
+    }
+    assert picks == {"lacy": {5, 9}, "loss": {3, 7}, "rho1": {6, 7}, "plain": set()}
+
+
+def test_lacy_variants_follow_span_scoring():
+    assert chosen("lacy", q=0.6, call_at="span") == {5, 6, 7, 9}
+    # Max over the span ranks span 1 (its hard second token) above span 3.
+    assert chosen("lacy", q=0.6, span_reduce="max") == {1, 5}
+    # Never a non-factual target, whatever its loss.
+    assert 3 not in chosen("lacy", q=1.0, call_at="span")
+    # Ineligible targets (inserted evidence, copied values) are never chosen.
+    mask = select_calls("lacy", NLL, span=SPAN, first=FIRST, eligible=mx.zeros((1, 10), dtype=mx.bool_))
+    assert not np.array(mask).any()
+
+
+def test_rho1_needs_a_reference():
+    with pytest.raises(ValueError, match="ref_nll"):
+        select_calls("rho1", NLL, span=SPAN, first=FIRST, eligible=ELIGIBLE)
+
+
+def test_token_losses_match_definition():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 4, 6)).astype(np.float32)
+    y = np.array([[2, 3, 4, 5]])
+    call = np.array([[False, True, False, False]])
+    full = np.array([[False, False, True, False]])
+    loss, got_call = token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "lacy",
+                                  lambda nll: mx.array(call))
+    lse = np.log(np.exp(logits).sum(-1))
+    no_call = np.delete(logits, 1, axis=-1)
+    lse_nc = np.log(np.exp(no_call).sum(-1))
+    want = [lse_nc[0, 0] - logits[0, 0, 2], lse[0, 1] - logits[0, 1, 1],
+            lse[0, 2] - logits[0, 2, 4], lse_nc[0, 3] - logits[0, 3, 5]]
+    np.testing.assert_allclose(np.array(loss[0]), want, rtol=1e-5)
+    plain, _ = token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "plain", lambda nll: None)
+    np.testing.assert_allclose(np.array(plain[0]), lse[0] - logits[0, np.arange(4), y[0]], rtol=1e-5)
