@@ -20,11 +20,9 @@ from lacy_mlx.errors import InputError
 from lacy_mlx.query_tower import QueryTower
 from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, LacySection, write_lacy_section
 from lacy_mlx.train import distributed
-from lacy_mlx.train.checkpoint import load_checkpoint, reseed
 from lacy_mlx.train.config import TrainConfig
-from lacy_mlx.train.data import BatchIterator
 from lacy_mlx.train.model import TrainModel
-from lacy_mlx.train.trainer import Stepper, TrainResult, make_loss, make_optimizer, run_loop
+from lacy_mlx.train.trainer import TrainResult, run_loop, setup_run
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -75,17 +73,7 @@ def finetune(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                            lm.parameters()))
     model = TrainModel(lm, tower)
     table = mx.array(prep.embeddings) if prep.embeddings is not None else mx.zeros((1, 1))
-    optimizer = make_optimizer(cfg)
-    optimizer.init(model.trainable_parameters())
-    batches = BatchIterator(prep.stream, batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
-                            tower_slots=cfg.tower_slots, rank=rank, world=size)
-    step = 0
-    if resume:
-        r = load_checkpoint(out, model=model, optimizer=optimizer)
-        step = r.step
-        batches.seek(r.position)
-        reseed(cfg.seed, step)
-    stepper = Stepper(model, optimizer, make_loss(cfg, call_id), cfg, world)
+    optimizer, stepper, batches, step = setup_run(cfg, out, model, prep, call_id, world, resume=resume)
     return run_loop(cfg, out, model, optimizer, stepper, batches, step, stop_at, None, table, rank,
                     lambda: _export(cfg, base, out, model, prep, base_dtype), None)
 

@@ -144,6 +144,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, stop_a
     table = mx.array(prep.embeddings) if prep.embeddings is not None else mx.zeros((1, 1))
     embed_dim = int(prep.embeddings.shape[1]) if prep.embeddings is not None else None
     model = build_model(cfg, prep.tokenizer.get_vocab_size(), embed_dim)
+    optimizer, stepper, batches, step = setup_run(cfg, out, model, prep, call_id, world, resume=resume)
+    return run_loop(cfg, out, model, optimizer, stepper, batches, step, stop_at, _reference_nll(cfg), table, rank,
+                    lambda: export_model(cfg, out, model, prep), log_callback)
+
+
+def setup_run(cfg: TrainConfig, out: Path, model, prep, call_id: int, world, *, resume: bool) -> tuple:
+    """Optimizer, compiled stepper, this rank's batch stream and the start step (restored when resuming)."""
+    rank, size = (world.rank(), world.size()) if world is not None else (0, 1)
     optimizer = make_optimizer(cfg)
     optimizer.init(model.trainable_parameters())
     batches = BatchIterator(prep.stream, batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
@@ -154,10 +162,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, stop_a
         step = r.step
         batches.seek(r.position)
         reseed(cfg.seed, step)
-    ref = _reference_nll(cfg)
-    stepper = Stepper(model, optimizer, make_loss(cfg, call_id), cfg, world)
-    return run_loop(cfg, out, model, optimizer, stepper, batches, step, stop_at, ref, table, rank,
-                    lambda: export_model(cfg, out, model, prep), log_callback)
+    return optimizer, Stepper(model, optimizer, make_loss(cfg, call_id), cfg, world), batches, step
 
 
 def _reference_nll(cfg: TrainConfig):
