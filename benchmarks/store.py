@@ -1,7 +1,8 @@
 """Store speed: ingest rate, query latency of exact sqlite-vec vs the fast mirror vs numpy, recall, file size.
 
 Run: make bench, or `python benchmarks/store.py [--sizes 10000 100000] [--dim 384] [--queries 50]`.
-Prints a table and one JSON line. Vectors are random unit vectors, 10 chunks per document.
+Prints a table and one JSON line. Vectors are random unit vectors, 10 chunks per document. The three
+search paths are timed per query in rotating order, so a busy machine slows them alike.
 """
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ from lacy_mlx.store import DocumentInput, Store
 CHUNKS_PER_DOC = 10
 
 
-def _median_ms(fn, queries) -> float:
-    times = []
-    for q in queries:
-        t0 = time.perf_counter()
-        fn(q)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def _interleaved_ms(fns: dict, queries) -> dict[str, float]:
+    """Median ms per query of each function, timed in rotating order per query so machine noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i, q in enumerate(queries):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            fns[name](q)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def bench_size(n: int, dim: int, n_queries: int, k: int, rng: np.random.Generator) -> dict:
@@ -50,20 +54,21 @@ def bench_size(n: int, dim: int, n_queries: int, k: int, rng: np.random.Generato
             t0 = time.perf_counter()
             store.search(queries[0], k=k, fast=True)  # builds the mirror once
             mirror_load_s = time.perf_counter() - t0
-            exact_ms = _median_ms(lambda q: store.search(q, k=k, fast=False), queries)
-            fast_ms = _median_ms(lambda q: store.search(q, k=k, fast=True), queries)
+
+            def numpy_topk(q):
+                scores = vecs @ q
+                top = np.argpartition(-scores, k)[:k]
+                return top[np.argsort(-scores[top])]
+
+            ms = _interleaved_ms({"exact": lambda q: store.search(q, k=k, fast=False),
+                                  "fast": lambda q: store.search(q, k=k, fast=True), "numpy": numpy_topk}, queries)
+            exact_ms, fast_ms, numpy_ms = ms["exact"], ms["fast"], ms["numpy"]
             recall = []
             for q in queries:
                 want = {h.chunk_id for h in store.search(q, k=k, fast=False)}
                 got = {h.chunk_id for h in store.search(q, k=k, fast=True)}
                 recall.append(len(want & got) / k)
 
-    def numpy_topk(q):
-        scores = vecs @ q
-        top = np.argpartition(-scores, k)[:k]
-        return top[np.argsort(-scores[top])]
-
-    numpy_ms = _median_ms(numpy_topk, queries)
     return {"chunks": n, "dim": dim, "ingest_vectors_per_s": n / ingest_s, "exact_ms": exact_ms,
             "fast_ms": fast_ms, "numpy_ms": numpy_ms, "fast_recall_at_k": float(np.mean(recall)),
             "fast_over_numpy": fast_ms / numpy_ms, "exact_over_fast": exact_ms / fast_ms,

@@ -73,7 +73,7 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
         for person in members:
             for mode in ("slm", "cascade"):
                 # The SLM alone: gated (so <CALL> is masked, as LaCy measures it) but allowed no call.
-                gate = {"mode": "call", "max_calls": 0 if mode == "slm" else None}
+                gate = {"mode": "call", "max_calls": 0 if mode == "slm" else None, "per_sentence": 1}
                 shown, calls = [], 0
                 for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=80, **gate):
                     if isinstance(ev, Token):

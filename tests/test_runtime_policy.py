@@ -18,6 +18,7 @@ from lacy_mlx.runtime.policy import CallBudget, GateConfig, GatePolicy
         {"budget_window": 2},
         {"min_gap": -1},
         {"max_calls": -3},
+        {"per_sentence": 0},
     ],
 )
 def test_bad_gate_settings_raise_input_error(kwargs):
@@ -97,6 +98,19 @@ def test_policy_max_calls_and_sentence_hold():
     assert policy.next_params().tolist()[0] == 0
     policy.sentence_ended()
     assert policy.next_params().tolist()[0] == MODES["call"]
+
+
+def test_policy_per_sentence_limit():
+    policy = GatePolicy(GateConfig(mode="call", per_sentence=2, min_gap=1), has_call_token=True)
+    for _ in range(2):
+        assert policy.open
+        policy.after_call()
+        policy.next_params()  # the one-step cool-down passes
+    assert not policy.open  # two calls in this sentence: closed until it ends
+    policy.next_params()
+    assert not policy.open
+    policy.sentence_ended()
+    assert policy.open
 
 
 def test_policy_budget_moves_the_params_threshold():

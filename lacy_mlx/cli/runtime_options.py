@@ -34,6 +34,7 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, help="target share of tokens that call (running quantile), e.g. 0.2")
     p.add_argument("--min-gap", type=int, help="steps after a call during which the gate stays closed")
     p.add_argument("--max-calls", type=int, help="most calls per answer")
+    p.add_argument("--per-sentence", type=int, help="most calls per sentence (LaCy's evaluation: 1)")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -65,6 +66,7 @@ def gate_changes(args: argparse.Namespace) -> dict[str, Any]:
         "budget": args.budget,
         "min_gap": args.min_gap,
         "max_calls": args.max_calls,
+        "per_sentence": args.per_sentence,
     }
 
 

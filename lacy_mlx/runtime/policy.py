@@ -33,6 +33,8 @@ class GateConfig:
     - ``min_gap``: decode steps after a call during which the gate stays closed (at least 1: the
       step right after a call never calls, so decoding always moves forward).
     - ``max_calls``: cap on calls per generation (None: no cap).
+    - ``per_sentence``: at most this many calls per sentence (None: no limit). LaCy's evaluation
+      calls once per sentence: a call's value is written before the next may start.
     """
 
     mode: str = "call"
@@ -43,6 +45,7 @@ class GateConfig:
     budget_warmup: int = 16
     min_gap: int = 1
     max_calls: int | None = None
+    per_sentence: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -57,6 +60,8 @@ class GateConfig:
             raise InputError("budget_window must be >= 8 and budget_warmup >= 0")
         if self.min_gap < 0 or (self.max_calls is not None and self.max_calls < 0):
             raise InputError("min_gap and max_calls must be >= 0")
+        if self.per_sentence is not None and self.per_sentence < 1:
+            raise InputError(f"per_sentence must be >= 1 (or None for no limit), got {self.per_sentence}")
 
     def with_(self, **changes: Any) -> "GateConfig":
         """A copy with ``changes`` applied (validated); None values are ignored."""
@@ -120,6 +125,7 @@ class GatePolicy:
             CallBudget(config.budget, config.budget_window, config.budget_warmup) if config.budget else None
         )
         self.calls = 0
+        self._sentence_calls = 0
         # Without <CALL>, p_call is 0: the call criterion can never be meant to pass.
         self._mode = config.mode
         if not has_call_token and config.mode in ("call", "either"):
@@ -184,7 +190,10 @@ class GatePolicy:
         """Account one call: start the cool-down (at least the step right after the call, so a
         model that always calls still emits a token between calls)."""
         self.calls += 1
+        self._sentence_calls += 1
         self._cooldown = max(1, self.config.min_gap)
+        if self.config.per_sentence is not None and self._sentence_calls >= self.config.per_sentence:
+            self._hold_until_sentence_end = True
 
     def hold_until_sentence_end(self) -> None:
         """Keep the gate closed until :meth:`sentence_ended` (prefix injection regenerates a sentence)."""
@@ -193,6 +202,7 @@ class GatePolicy:
     def sentence_ended(self) -> None:
         """A sentence boundary was emitted."""
         self._hold_until_sentence_end = False
+        self._sentence_calls = 0
 
     def reason(self, entropy: float, p_call: float, thresholds: tuple[float, float]) -> str:
         """Why the gate fired, from the synchronised scores and the step's (entropy, call) thresholds."""
