@@ -47,7 +47,8 @@ def store_demo(db: Path) -> None:
             print(format_table(store.search(query, k=3), width=110))
 
 
-def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, query: str = "latent") -> None:
+def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, query: str = "latent",
+                 threshold: float | None = None) -> None:
     """Biographies from the demo SLM, alone and with calls answered by the store."""
     import lacy_mlx
     from lacy_mlx.runtime.events import Call, Done, Evidence, Token
@@ -73,7 +74,8 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
         for person in members:
             for mode in ("slm", "cascade"):
                 # The SLM alone: gated (so <CALL> is masked, as LaCy measures it) but allowed no call.
-                gate = {"mode": "call", "max_calls": 0 if mode == "slm" else None, "per_sentence": 1}
+                gate = {"mode": "call", "max_calls": 0 if mode == "slm" else None, "per_sentence": 1,
+                        "call_threshold": threshold}
                 shown, calls = [], 0
                 for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=80, **gate):
                     if isinstance(ev, Token):
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEMO_MODEL, help="a model trained by `lacy-mlx train`")
     ap.add_argument("--people", type=int, default=8, help="people per group (default 8)")
+    ap.add_argument("--threshold", type=float, default=None, help="p(<CALL>) threshold (default: the model's)")
     ap.add_argument("--query", choices=["latent", "text"], default="latent", help="how a call queries the store")
     ap.add_argument("--distractors", type=int, default=300, help="other people whose passages the store holds")
     args = ap.parse_args(argv)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(exist_ok=True)
     store_demo(out / "docs.db")
     if (args.model / "config.json").is_file():
-        cascade_demo(args.model, out / "evidence.db", args.people, args.distractors, args.query)
+        cascade_demo(args.model, out / f"evidence-{args.model.name}.db", args.people, args.distractors, args.query, args.threshold)
     else:
         print(f"\n(no demo model at {args.model}: train one with `lacy-mlx train --preset demo --out {args.model}`)")
     return 0
