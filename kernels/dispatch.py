@@ -108,19 +108,17 @@ def _make_meta(vocab: int, split: int, chunk: int, call_id: int) -> mx.array:
     return meta
 
 
-class CudaGate:
-    """Fused gate through ``mx.fast.cuda_kernel``: one launch per call, rows split across blocks."""
+class _FusedGate:
+    """What both fused gates share: one plan per (dtype, shape, call_id), built on first use.
 
-    target_blocks = 528  # about 4 blocks per SM on a 132-SM H100/H200
+    Subclasses set ``target_blocks``, build their kernels in ``__init__`` and implement
+    ``_workspaces(rows, split)`` and ``_launch(logits, params, plan) -> 5 outputs``.
+    """
+
+    target_blocks: int
     min_chunk = MIN_CHUNK
 
     def __init__(self) -> None:
-        parts = split_sections(kernel_source(CUDA_GATE.source))
-        self._kernel = mx.fast.cuda_kernel(
-            name="lacy_mlx_gate", input_names=list(CUDA_GATE.inputs),
-            output_names=list(CUDA_GATE.outputs), source=compact(parts[CUDA_GATE.section]),
-            header=compact(parts["header"]), ensure_row_contiguous=True,
-        )
         self._plans: dict = {}
 
     def __call__(self, logits: mx.array, call_id: int, params: mx.array) -> GateStats:
@@ -131,13 +129,7 @@ class CudaGate:
                 return gate_stats_reference(logits, call_id, params)
         if params.dtype != mx.float32:
             params = params.astype(mx.float32)
-        ws = plan.workspaces[plan.turn]
-        plan.turn = (plan.turn + 1) % len(plan.workspaces)
-        out = self._kernel(
-            inputs=[logits, params, plan.meta, ws], template=plan.template, grid=plan.grid,
-            threadgroup=(NT, 1, 1), output_shapes=plan.output_shapes, output_dtypes=OUTPUT_DTYPES,
-        )
-        return GateStats(*out)
+        return GateStats(*self._launch(logits, params, plan))
 
     def _plan(self, logits: mx.array, call_id: int) -> _Plan | None:
         shape = _rows_vocab(logits)
@@ -145,32 +137,63 @@ class CudaGate:
             return None
         rows, vocab = shape
         split, chunk = plan_split(rows, vocab, self.target_blocks, self.min_chunk)
+        plan = _Plan(
+            rows, split, _make_meta(vocab, split, chunk, call_id),
+            [("T", logits.dtype), ("NT", NT)], (rows * split * NT, 1, 1),
+            [(rows,)] * 5, self._workspaces(rows, split),
+        )
+        self._plans[(logits.dtype, logits.shape, call_id)] = plan
+        return plan
+
+    def _workspaces(self, rows: int, split: int) -> list:
+        return []
+
+    def _launch(self, logits: mx.array, params: mx.array, plan: _Plan) -> list:
+        raise NotImplementedError
+
+
+class CudaGate(_FusedGate):
+    """Fused gate through ``mx.fast.cuda_kernel``: one launch per call, rows split across blocks."""
+
+    target_blocks = 528  # about 4 blocks per SM on a 132-SM H100/H200
+
+    def __init__(self) -> None:
+        super().__init__()
+        parts = split_sections(kernel_source(CUDA_GATE.source))
+        self._kernel = mx.fast.cuda_kernel(
+            name="lacy_mlx_gate", input_names=list(CUDA_GATE.inputs),
+            output_names=list(CUDA_GATE.outputs), source=compact(parts[CUDA_GATE.section]),
+            header=compact(parts["header"]), ensure_row_contiguous=True,
+        )
+
+    def _workspaces(self, rows: int, split: int) -> list:
         # partials (4 words per block) then one uint32 counter per row; counters start at 0
         size = rows * split * 4 + rows if split > 1 else 1
         count = WORKSPACE_RING if split > 1 else 1
         workspaces = [mx.zeros((size,), dtype=mx.float32) for _ in range(count)]
-        plan = _Plan(
-            rows, split, _make_meta(vocab, split, chunk, call_id),
-            [("T", logits.dtype), ("NT", NT)], (rows * split * NT, 1, 1),
-            [(rows,)] * 5, workspaces,
+        mx.eval(workspaces)
+        return workspaces
+
+    def _launch(self, logits: mx.array, params: mx.array, plan: _Plan) -> list:
+        ws = plan.workspaces[plan.turn]
+        plan.turn = (plan.turn + 1) % len(plan.workspaces)
+        return self._kernel(
+            inputs=[logits, params, plan.meta, ws], template=plan.template, grid=plan.grid,
+            threadgroup=(NT, 1, 1), output_shapes=plan.output_shapes, output_dtypes=OUTPUT_DTYPES,
         )
-        mx.eval(plan.workspaces)
-        self._plans[(logits.dtype, logits.shape, call_id)] = plan
-        return plan
 
 
-class MetalGate:
+class MetalGate(_FusedGate):
     """Fused gate through ``mx.fast.metal_kernel``; a split row takes two dispatches (see gate.metal)."""
 
     target_blocks = 128  # threadgroups in flight on an M-series GPU, roughly
-    min_chunk = MIN_CHUNK
 
     def __init__(self) -> None:
+        super().__init__()
         parts = split_sections(kernel_source("gate.metal"))
         self._partial = self._build("lacy_mlx_gate_partial", METAL_PARTIAL, parts)
         self._final = self._build("lacy_mlx_gate_final", METAL_FINAL, parts)
         self._dummy = mx.zeros((4,), dtype=mx.float32)
-        self._plans: dict = {}
 
     @staticmethod
     def _build(name: str, decl: KernelDecl, parts: dict[str, str]):
@@ -180,14 +203,7 @@ class MetalGate:
             ensure_row_contiguous=True,
         )
 
-    def __call__(self, logits: mx.array, call_id: int, params: mx.array) -> GateStats:
-        plan = self._plans.get((logits.dtype, logits.shape, call_id))
-        if plan is None:
-            plan = self._plan(logits, call_id)
-            if plan is None:
-                return gate_stats_reference(logits, call_id, params)
-        if params.dtype != mx.float32:
-            params = params.astype(mx.float32)
+    def _launch(self, logits: mx.array, params: mx.array, plan: _Plan) -> list:
         partials = self._dummy
         if plan.split > 1:
             partials = self._partial(
@@ -195,25 +211,11 @@ class MetalGate:
                 threadgroup=(NT, 1, 1), output_shapes=[(plan.rows * plan.split * 4,)],
                 output_dtypes=[mx.float32],
             )[0]
-        out = self._final(
+        return self._final(
             inputs=[logits, params, plan.meta, partials], template=plan.template,
             grid=(plan.rows * NT, 1, 1), threadgroup=(NT, 1, 1),
             output_shapes=plan.output_shapes, output_dtypes=OUTPUT_DTYPES,
         )
-        return GateStats(*out)
-
-    def _plan(self, logits: mx.array, call_id: int) -> _Plan | None:
-        shape = _rows_vocab(logits)
-        if shape is None or logits.dtype not in KERNEL_DTYPES:
-            return None
-        rows, vocab = shape
-        split, chunk = plan_split(rows, vocab, self.target_blocks, self.min_chunk)
-        plan = _Plan(
-            rows, split, _make_meta(vocab, split, chunk, call_id),
-            [("T", logits.dtype), ("NT", NT)], (rows * split * NT, 1, 1), [(rows,)] * 5, [],
-        )
-        self._plans[(logits.dtype, logits.shape, call_id)] = plan
-        return plan
 
 
 def _cuda_available() -> bool:
