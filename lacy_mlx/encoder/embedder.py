@@ -14,6 +14,7 @@ import numpy as np
 
 from lacy_mlx.embed.base import Embedder
 from lacy_mlx.encoder.loader import LoadedEncoder, load_encoder, resolve_model
+from lacy_mlx.encoder.packed import PackedBatch, PackedBert, supports
 from lacy_mlx.errors import InputError
 
 NAME_PREFIX = "mlx-encoder"
@@ -63,6 +64,7 @@ class MLXEncoder(Embedder):
         self.max_batch_tokens = max_batch_tokens
         self.name = f"{NAME_PREFIX}:{source.name}"
         self.dim = self.loaded.dim
+        self._packed: PackedBert | None = None  # CPU twin, built on first use
 
     @property
     def max_length(self) -> int:
@@ -97,7 +99,21 @@ class MLXEncoder(Embedder):
         return out
 
     def _forward(self, encodings: list) -> np.ndarray:
-        """One padded batch through the encoder; returns (B, dim) float32 unit rows."""
+        """One batch through the encoder; returns (B, dim) float32 unit rows.
+
+        On CPU (dense weights) it runs :class:`PackedBert` over the real tokens only; elsewhere
+        the padded :class:`BertModel`. Both give the same vectors (tests check it).
+        """
+        if mx.default_device() == mx.cpu and supports(self.loaded.model) and all(e.ids for e in encodings):
+            vec = np.array(self._forward_packed(encodings), dtype=np.float32)
+        else:
+            vec = np.array(self._forward_padded(encodings), dtype=np.float32)
+        bad = ~np.isfinite(vec).all(axis=1) | (np.abs(vec).sum(axis=1) == 0)
+        vec[bad] = 0.0
+        vec[bad, 0] = 1.0  # a degenerate row still honours the unit-row contract
+        return vec
+
+    def _forward_padded(self, encodings: list) -> mx.array:
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int32)
         types = np.zeros_like(ids)
@@ -107,8 +123,12 @@ class MLXEncoder(Embedder):
             ids[row, :n], types[row, :n], mask[row, :n] = enc.ids, enc.type_ids, 1
         mask_mx = mx.array(mask)
         hidden = self.loaded.model(mx.array(ids), mask_mx, mx.array(types))  # (B, L, H)
-        vec = np.array(pool(hidden, mask_mx, self.loaded.pooling), dtype=np.float32)
-        bad = ~np.isfinite(vec).all(axis=1) | (np.abs(vec).sum(axis=1) == 0)
-        vec[bad] = 0.0
-        vec[bad, 0] = 1.0  # a degenerate row still honours the unit-row contract
-        return vec
+        return pool(hidden, mask_mx, self.loaded.pooling)
+
+    def _forward_packed(self, encodings: list) -> mx.array:
+        if self._packed is None:
+            self._packed = PackedBert(self.loaded.model)
+        batch = PackedBatch.build([e.ids for e in encodings], [e.type_ids for e in encodings], self._packed.n_heads)
+        hidden = self._packed(batch).astype(mx.float32)  # (T, H), real tokens only
+        vec = hidden[batch.starts] if self.loaded.pooling == "cls" else batch.pool @ hidden
+        return vec / mx.maximum(mx.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)

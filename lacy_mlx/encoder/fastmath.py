@@ -27,25 +27,44 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 def gelu_erf_poly(x: mx.array) -> mx.array:
     """``x * Phi(x)`` with erf from a rational form: mul/add/div only, |error| <= 2e-7 * |x|."""
-    z = x * _INV_SQRT2
-    a = mx.abs(z)
-    p = 1 + a * (_A[0] + a * (_A[1] + a * (_A[2] + a * (_A[3] + a * (_A[4] + a * _A[5])))))
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p  # p ** 16 by squaring; huge |z| gives inf and erf -> exactly +-1
-    erf_abs = 1 - 1 / p
-    return 0.5 * x * (1 + mx.where(z < 0, -erf_abs, erf_abs))
+    return _gelu_finish(x, _gelu_base(x))
 
 
-_gelu_poly_compiled = mx.compile(gelu_erf_poly, shapeless=True)
+# The A&S coefficients rescaled to u = |x| (erf's argument is u / sqrt 2).
+_B = tuple(c * _INV_SQRT2 ** (i + 1) for i, c in enumerate(_A))
+
+
+def _gelu_base(x: mx.array) -> mx.array:
+    """``1 + b1 u + ... + b6 u^6`` at ``u = |x|``, in Estrin form (a shallow graph fuses whole)."""
+    u = mx.abs(x)
+    u2 = u * u
+    return ((1 + _B[0] * u) + u2 * (_B[1] + _B[2] * u)) + (u2 * u2) * ((_B[3] + _B[4] * u) + u2 * _B[5])
+
+
+def _gelu_finish(x: mx.array, p: mx.array) -> mx.array:
+    """``x Phi(x) = (x + |x| erf(|x| / sqrt 2)) / 2`` with ``erf = 1 - p^-16``: no sign select."""
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p  # p ** 16 by squaring; huge |x| gives inf and erf -> exactly 1
+    u = mx.abs(x)
+    return 0.5 * ((x + u) - u / p)
+
+
+# Shape-specialised on CPU: a shapeless compile broadcasts every constant inside the fused
+# kernel, which makes MLX emit its strided (scalar) loop, 2-4x slower. Inputs are flattened so
+# one trace (~1 ms) serves every shape with the same element count; two functions because a
+# fused MLX kernel holds at most 11 ops deep and a split it picks itself may be strided.
+_gelu_base_compiled = mx.compile(_gelu_base)
+_gelu_finish_compiled = mx.compile(_gelu_finish)
 _gelu_exact_compiled = mx.compile(nn.gelu, shapeless=True)
 
 
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU as Hugging Face's ``"gelu"``: fused polynomial on CPU, ``nn.gelu`` elsewhere."""
     if mx.default_device() == mx.cpu:
-        return _gelu_poly_compiled(x)
+        flat = x.reshape(-1)
+        return _gelu_finish_compiled(flat, _gelu_base_compiled(flat)).reshape(x.shape)
     return _gelu_exact_compiled(x)
 
 
@@ -73,8 +92,8 @@ def _exp_poly(r: mx.array, scale: mx.array) -> mx.array:
     return (lo + (r2 * r2) * hi) * scale
 
 
-_exp_split_compiled = mx.compile(_exp_split, shapeless=True)
-_exp_poly_compiled = mx.compile(_exp_poly, shapeless=True)
+_exp_split_compiled = mx.compile(_exp_split)  # shape-specialised, as the GELU's
+_exp_poly_compiled = mx.compile(_exp_poly)
 
 
 def exp_nonpos(x: mx.array) -> mx.array:
@@ -82,8 +101,8 @@ def exp_nonpos(x: mx.array) -> mx.array:
 
     Pass a contiguous ``x`` (no broadcasting): MLX vectorises only its contiguous fused kernels.
     """
-    r, bits = _exp_split_compiled(x)
-    return _exp_poly_compiled(r, mx.view(bits, mx.float32))
+    r, bits = _exp_split_compiled(x.reshape(-1))
+    return _exp_poly_compiled(r, mx.view(bits, mx.float32)).reshape(x.shape)
 
 
 # Score elements (B * nh * L * L) above which attention runs in slices of the batch: each

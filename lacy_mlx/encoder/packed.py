@@ -1,0 +1,171 @@
+"""A CPU forward pass of :class:`~lacy_mlx.encoder.bert.BertModel` over packed tokens.
+
+The padded forward spends its per-token work (every matmul, LayerNorm and GELU) on padding too,
+and moves q, k and v into head-major order with three transposes and three concatenations. On
+MLX's CPU backend those passes cost more than PyTorch's fused kernels, so this twin:
+
+* keeps the residual stream packed: ``(T, H)`` with ``T`` the batch's real tokens, no padding;
+* projects q, k and v with one fused matmul whose weights fold in the attention scale and give
+  each value head a column of ones (the softmax denominator then rides in the value matmul);
+* gathers q, k and v into padded head-major ``(3, B, nh, L, hs + 1)`` with one ``take`` (padded
+  slots repeat a real row; the key mask, added inside the score matmul, hides them);
+* gathers the attention output back to packed rows and divides by the denominator there.
+
+The result equals the padded model's hidden states at the real tokens (a test checks it).
+:class:`PackedBatch` holds the per-batch index arrays; :class:`PackedBert` the fused weights.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from lacy_mlx.encoder.bert import BertModel
+from lacy_mlx.encoder.fastmath import _CHUNK_ABOVE, _CHUNK_TARGET, exp_nonpos  # slices as attention_cpu
+
+_MASKED = -1e9  # key bias for padded slots: exp underflows to ~1e-38 of a real key's weight
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Index arrays for one batch of ``B`` sequences of lengths ``lengths`` (all >= 1).
+
+    ``ids``/``types``/``positions``: ``(T,)`` packed token columns. ``gather``: ``(3*B*nh*L,)``
+    rows of the ``(T*3*nh, hs1)`` view of the fused projection, in ``(3, B, nh, L)`` order.
+    ``scatter``: ``(T*nh,)`` rows of the ``(B*nh*L, hs1)`` attention output back to packed
+    ``(T, nh)`` order. ``key_bias``: ``(B, 1, 1, L)`` 0 for real keys, -1e9 for padding.
+    ``pool``: ``(B, T)`` mean-pooling weights; ``starts``: ``(B,)`` each sequence's first row.
+    """
+
+    lengths: tuple[int, ...]
+    width: int
+    ids: mx.array
+    types: mx.array
+    positions: mx.array
+    gather: mx.array
+    scatter: mx.array
+    key_bias: mx.array
+    pool: mx.array
+    starts: mx.array
+
+    @classmethod
+    def build(cls, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]], n_heads: int) -> "PackedBatch":
+        """From token ids and type ids per sequence; raises ``ValueError`` on an empty sequence."""
+        lengths = np.array([len(row) for row in ids], dtype=np.int64)
+        if lengths.size == 0 or lengths.min() < 1:
+            raise ValueError("every sequence needs at least one token")
+        B, L, T = len(lengths), int(lengths.max()), int(lengths.sum())
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        col = np.arange(L)
+        real = col[None, :] < lengths[:, None]  # (B, L)
+        # Padded slots point at their sequence's first token: finite values the key mask hides.
+        tok = np.where(real, starts[:, None] + col[None, :], starts[:, None])  # (B, L)
+        part, head = np.arange(3)[:, None, None, None], np.arange(n_heads)[None, None, :, None]
+        gather = (tok[None, :, None, :] * 3 + part) * n_heads + head  # (3, B, nh, L)
+        seq = np.repeat(np.arange(B), lengths)
+        pos = np.arange(T) - np.repeat(starts, lengths)
+        scatter = (seq[:, None] * n_heads + np.arange(n_heads)[None, :]) * L + pos[:, None]  # (T, nh)
+        pool = np.zeros((B, T), dtype=np.float32)
+        pool[seq, np.arange(T)] = 1.0 / lengths[seq]
+        as_i32 = lambda a: mx.array(np.ascontiguousarray(a, dtype=np.int32).reshape(-1))  # noqa: E731
+        return cls(
+            lengths=tuple(int(n) for n in lengths),
+            width=L,
+            ids=as_i32(np.concatenate([np.asarray(r) for r in ids])),
+            types=as_i32(np.concatenate([np.asarray(r) for r in types])),
+            positions=as_i32(pos),
+            gather=as_i32(gather),
+            scatter=as_i32(scatter),
+            key_bias=mx.array(np.where(real, 0.0, _MASKED).astype(np.float32).reshape(B, 1, 1, L)),
+            pool=mx.array(pool),
+            starts=as_i32(starts),
+        )
+
+
+@dataclass(frozen=True)
+class _FusedLayer:
+    qkv_w: mx.array  # (3 * nh * hs1, H): per head [scale * q, 0], [k, 0], [v, 0]
+    qkv_b: mx.array  # (3 * nh * hs1,): the v heads' last entry is 1 (the denominator column)
+    out: nn.Module
+    out_norm: nn.Module
+    inter: nn.Module
+    act: object
+    ffn_out: nn.Module
+    ffn_norm: nn.Module
+
+
+def _head_cols(w: mx.array, n_heads: int, fill: float) -> mx.array:
+    """``(nh * hs, ...) -> (nh * (hs + 1), ...)``: each head's rows plus one row of ``fill``."""
+    heads = w.reshape(n_heads, -1, *w.shape[1:])
+    extra = mx.full((n_heads, 1, *w.shape[1:]), fill, dtype=w.dtype)
+    return mx.concatenate([heads, extra], axis=1).reshape(-1, *w.shape[1:])
+
+
+def supports(model: BertModel) -> bool:
+    """Whether :class:`PackedBert` can run ``model``: dense (not quantized) q/k/v projections."""
+    return all(type(getattr(layer.attention, "self").query) is nn.Linear for layer in model.encoder.layer)
+
+
+class PackedBert:
+    """``PackedBert(model)(batch) -> (T, H)`` hidden states of ``batch``'s real tokens.
+
+    Shares ``model``'s parameters except the fused q/k/v weights, built once here (so later
+    in-place updates to ``model``'s q/k/v are not seen). Attention runs in float32.
+    """
+
+    def __init__(self, model: BertModel) -> None:
+        if not supports(model):
+            raise ValueError("PackedBert needs dense q/k/v projections (quantized models use BertModel)")
+        args = model.args
+        self.model = model
+        self.n_heads = args.num_attention_heads
+        self.head_dim = args.hidden_size // args.num_attention_heads
+        scale = self.head_dim ** -0.5
+        self.layers = []
+        for layer in model.encoder.layer:
+            proj = getattr(layer.attention, "self")
+            ws = [proj.query.weight * scale, proj.key.weight, proj.value.weight]
+            bs = [proj.query.bias * scale, proj.key.bias, proj.value.bias]
+            w = mx.concatenate([_head_cols(t, self.n_heads, 0.0) for t in ws], axis=0)
+            b = mx.concatenate([_head_cols(t, self.n_heads, f) for t, f in zip(bs, (0.0, 0.0, 1.0))])
+            self.layers.append(_FusedLayer(
+                w, b, layer.attention.output.dense, layer.attention.output.LayerNorm,
+                layer.intermediate.dense, layer.intermediate.act, layer.output.dense, layer.output.LayerNorm,
+            ))
+        mx.eval([(f.qkv_w, f.qkv_b) for f in self.layers])
+
+    def __call__(self, batch: PackedBatch) -> mx.array:
+        emb = self.model.embeddings
+        x = emb.word_embeddings(batch.ids) + emb.token_type_embeddings(batch.types)
+        x = emb.LayerNorm(x + emb.position_embeddings(batch.positions))  # (T, H)
+        for layer in self.layers:
+            x = self._layer(layer, x, batch)
+        return x
+
+    def _layer(self, f: _FusedLayer, x: mx.array, batch: PackedBatch) -> mx.array:
+        T, H = x.shape
+        nh, hs1 = self.n_heads, self.head_dim + 1
+        B, L = len(batch.lengths), batch.width
+        qkv = mx.addmm(f.qkv_b, x, f.qkv_w.T).astype(mx.float32)  # (T, 3 * nh * hs1)
+        heads = mx.take(qkv.reshape(-1, hs1), batch.gather, axis=0).reshape(3, B, nh, L, hs1)
+        ev = _attention(heads[0], heads[1], heads[2], batch.key_bias)  # (B, nh, L, hs1)
+        g = mx.take(ev.reshape(-1, hs1), batch.scatter, axis=0).reshape(T, nh, hs1)
+        ctx = (g[..., :-1] / g[..., -1:]).reshape(T, H).astype(x.dtype)
+        x = f.out_norm(x + f.out(ctx))
+        return f.ffn_norm(x + f.ffn_out(f.act(f.inter(x))))
+
+
+def _attention(q: mx.array, k: mx.array, v: mx.array, key_bias: mx.array) -> mx.array:
+    """``softmax(q k^T + key_bias) [v, 1]`` unnormalised: ``(B, nh, L, hs1)``, last column = sum."""
+    B, nh, L, _ = q.shape
+    if B > 1 and B * nh * L * L > _CHUNK_ABOVE:
+        step = max(1, _CHUNK_TARGET // (nh * L * L))
+        return mx.concatenate(
+            [_attention(q[i : i + step], k[i : i + step], v[i : i + step], key_bias[i : i + step])
+             for i in range(0, B, step)], axis=0)
+    scores = mx.addmm(key_bias, q, k.swapaxes(-1, -2))  # (B, nh, L, L); q carries the scale
+    e = exp_nonpos(scores - mx.max(scores, axis=-1, keepdims=True))
+    return e @ v
