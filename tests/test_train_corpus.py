@@ -1,10 +1,12 @@
 """The synthetic knowledge base: deterministic, skewed, parseable; the BPE keeps the special tokens."""
 import random
 
+import numpy as np
+
 from lacy_mlx.train import corpus
 from lacy_mlx.train.bpe import SPECIALS, save_tokenizer, train_bpe
 from lacy_mlx.train.copying import choose_inserts
-from lacy_mlx.train.data import ROLE_COPY, ROLE_INSERTED, encode_documents, render_documents
+from lacy_mlx.train.data import ROLE_COPY, ROLE_INSERTED, ROLE_PASSAGE, BatchIterator, encode_documents, render_documents
 from lacy_mlx.train.labels import RuleTagger
 
 
@@ -60,6 +62,20 @@ def test_copy_blocks_hold_the_right_passage_among_distractors():
         assert bio.text[ins.char_pos] == " "
 
 
+def test_copy_curriculum_mixes_block_sizes():
+    people = corpus.make_people(20, seed=5)
+    passages = {r["external_id"]: r["text"] for r in corpus.evidence_records(people)}
+    rng = random.Random(2)
+    sizes = set()
+    for _ in range(40):
+        bio = corpus.render_biography(people[1], rng)
+        for ins in choose_inserts(bio, people[1], people, passages, rng, max_facts=3, k=3, k_min=1):
+            lines = ins.text.split("\n")
+            sizes.add(len(lines))
+            assert passages[f"{people[1].pid}/{ins.relation}"] in lines
+    assert sizes == {1, 2, 3}
+
+
 def test_bpe_specials_and_copy_roles(tmp_path):
     people = corpus.make_people(30, seed=6, max_mentions=5)
     records = corpus.evidence_records(people)
@@ -74,5 +90,14 @@ def test_bpe_specials_and_copy_roles(tmp_path):
     assert call_pos.sum() >= len(docs)  # every document carries at least one evidence block
     assert (stream.role[call_pos] == ROLE_INSERTED).all()
     assert (stream.role == ROLE_COPY).any() and (stream.span[stream.role != 0] == 0).all()
+    # Passage text sits between the delimiters; the specials themselves are never targets.
+    starts, ends = np.flatnonzero(stream.ids == 2), np.flatnonzero(stream.ids == 3)
+    assert (stream.role[starts] == ROLE_INSERTED).all() and (stream.role[ends] == ROLE_INSERTED).all()
+    assert all((stream.role[a + 1:b] == ROLE_PASSAGE).all() for a, b in zip(starts, ends))
+    for evidence_lm in (False, True):
+        b = BatchIterator(stream, batch_size=4, seq_len=64, seed=0, evidence_lm=evidence_lm).make_batch(np.arange(4))
+        passage = np.isin(stream.role[1:][(np.arange(4)[:, None] * 64 + np.arange(64))], [ROLE_PASSAGE])
+        assert (b.weight[passage] == float(evidence_lm)).all() and b.full[passage].all()
+        assert not b.copy[passage].any() and not b.eligible[passage].any()
     save_tokenizer(tok, tmp_path)
     assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "tokenizer_config.json").is_file()

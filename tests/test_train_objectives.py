@@ -63,3 +63,36 @@ def test_token_losses_match_definition():
     np.testing.assert_allclose(np.array(loss[0]), want, rtol=1e-5)
     plain, _ = token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "plain", lambda nll: None)
     np.testing.assert_allclose(np.array(plain[0]), lse[0] - logits[0, np.arange(4), y[0]], rtol=1e-5)
+
+
+def test_renormalize_facts_and_copy_weight():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(1, 4, 6)).astype(np.float32)
+    y = np.array([[2, 3, 4, 5]])
+    full = np.array([[False, False, True, False]])
+    fact = np.array([[True, False, False, False]])
+    no_calls = lambda nll: mx.zeros(nll.shape, dtype=mx.bool_)  # noqa: E731
+    loss, _ = token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "lacy", no_calls,
+                           fact=mx.array(fact), renormalize="facts", copy_weight=3.0)
+    lse = np.log(np.exp(logits).sum(-1))
+    lse_nc = np.log(np.exp(np.delete(logits, 1, axis=-1)).sum(-1))
+    true = logits[0, np.arange(4), y[0]]
+    # A factual target is scored without <CALL>; a plain one on the full softmax (so p(<CALL>) falls
+    # there); a copied value on the full softmax, times the copy weight.
+    want = [lse_nc[0, 0] - true[0], lse[0, 1] - true[1], 3.0 * (lse[0, 2] - true[2]), lse[0, 3] - true[3]]
+    np.testing.assert_allclose(np.array(loss[0]), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="fact mask"):
+        token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "lacy", no_calls, renormalize="facts")
+
+
+def test_fast_logsumexp_and_its_gradient_match_mlx():
+    from lacy_mlx.train.objectives import logsumexp
+
+    x = mx.array(np.random.default_rng(2).normal(scale=6.0, size=(3, 5, 700)).astype(np.float32))
+    np.testing.assert_allclose(np.array(logsumexp(x)), np.array(mx.logsumexp(x, axis=-1)), rtol=1e-6, atol=1e-5)
+    w = mx.arange(15, dtype=mx.float32).reshape(3, 5)
+    g_fast = mx.grad(lambda a: (logsumexp(a) * w).sum())(x)
+    g_ref = mx.grad(lambda a: (mx.logsumexp(a, axis=-1) * w).sum())(x)
+    np.testing.assert_allclose(np.array(g_fast), np.array(g_ref), rtol=1e-5, atol=1e-6)
+    compiled = mx.compile(mx.grad(lambda a: logsumexp(a).sum()))  # as inside the trainer's step
+    np.testing.assert_allclose(np.array(compiled(x)), np.array(mx.softmax(x, axis=-1)), rtol=1e-5, atol=1e-6)

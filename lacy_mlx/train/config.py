@@ -22,6 +22,9 @@ class TrainConfig:
     zipf_s: float = 1.0               # mentions of rank r: ceil(max_mentions / r**zipf_s)
     copy_fraction: float = 0.3        # share of biographies carrying evidence blocks
     evidence_k: int = 3               # passages per evidence block (1 right + distractors)
+    evidence_k_min: int = 3           # blocks hold evidence_k_min..evidence_k passages (1: a copy curriculum)
+    copy_facts: int = 2               # evidence blocks per copying biography: 1..copy_facts
+    evidence_lm: bool = False         # train next-token prediction on passage text inside evidence blocks
     corpus_seed: int = 1
     heldout_seed: int = 2
     tagger: str = "auto"              # "auto" | "rules" | "spacy[:pipeline]"
@@ -41,6 +44,9 @@ class TrainConfig:
     budget: float = 0.15              # loss / rho1: share of all targets that become calls
     span_reduce: str = "mean"         # lacy span score: "mean" | "max" over the span's tokens
     call_at: str = "first"            # "first": a chosen span calls at its first token; "span": at every token
+    renormalize: str = "all"          # targets scored without <CALL>: "all" ordinary ones (the paper) or only
+                                      # "facts" (elsewhere the full softmax teaches: no call here)
+    copy_weight: float = 1.0          # loss weight of values copied from evidence
     reference_model: str = ""         # rho1: folder of the reference model
     tower_weight: float = 0.1         # lambda of the latent-consistency (InfoNCE) loss; 0 = no tower
     tower_temperature: float = 0.05
@@ -78,10 +84,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                  tower_slots=64, tower_temperature=0.1, tagger="rules", embedder="hashed-ngram-v1:128",
                  dtype="float32"),
     # The embedded demo model (lacy_mlx/data/demo-model): a few M parameters, float16.
-    "demo": dict(people=4000, heldout_people=200, max_mentions=150, zipf_s=0.9, vocab_size=2048,
+    "demo": dict(people=3000, heldout_people=200, max_mentions=150, zipf_s=0.9, vocab_size=2048,
                  hidden_size=128, num_layers=4, intermediate_size=384, num_heads=4, num_kv_heads=4,
-                 steps=1200, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=60, save_every=100,
-                 tower_weight=0.3, tagger="rules"),
+                 steps=4000, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=100, save_every=250,
+                 tower_weight=0.3, tagger="rules", copy_fraction=0.6, copy_facts=3, evidence_k_min=1,
+                 copy_weight=2.0, renormalize="facts", evidence_lm=True),
 }
 
 
@@ -133,5 +140,9 @@ def _check(cfg: TrainConfig) -> None:
         raise InputError("q and budget must lie in (0, 1]")
     if cfg.span_reduce not in ("mean", "max") or cfg.call_at not in ("span", "first"):
         raise InputError("span_reduce must be 'mean' or 'max'; call_at must be 'span' or 'first'")
+    if cfg.renormalize not in ("all", "facts"):
+        raise InputError("renormalize must be 'all' (the paper) or 'facts'")
+    if not 1 <= cfg.evidence_k_min <= cfg.evidence_k or cfg.copy_facts < 1 or cfg.copy_weight <= 0:
+        raise InputError("need 1 <= evidence_k_min <= evidence_k, copy_facts >= 1 and copy_weight > 0")
     if cfg.hidden_size % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
         raise InputError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")

@@ -4,8 +4,11 @@ Per token of the packed stream (all int32 arrays of one length):
 - ``ids``: token ids; documents are each preceded by ``<|endoftext|>``.
 - ``span``: a stream-unique factual-span number from the tagger (0 = not factual, not eligible, or
   a phrase repeated from earlier in the document, which the context already supplies).
-- ``role``: 0 text, 1 inserted by the runtime (``<CALL>``, evidence block: never a target),
-  2 a value copied from evidence (a full-softmax target, never a call).
+- ``role``: 0 text, 1 a special token the runtime inserts (``<CALL>``, the delimiters: never a
+  target), 2 a value copied from evidence (a full-softmax target, never a call), 3 passage text
+  inside an evidence block (the runtime supplies it too: a full-softmax target only with
+  ``evidence_lm``, which gives the model dense practice at reading passages and at repeating the
+  subject's name from earlier in the document: the induction circuits copying needs).
 - ``gold``: index of the evidence passage whose value starts at this token (or at the ``<CALL>`` put
   before it), else -1; the query tower learns at the positions that predict these tokens.
 
@@ -25,7 +28,7 @@ from lacy_mlx.train.copying import Insert, choose_inserts
 from lacy_mlx.train.corpus import Biography, Person, evidence_records, render_biography
 from lacy_mlx.train.labels import Tagger, align_spans
 
-ROLE_TEXT, ROLE_INSERTED, ROLE_COPY = 0, 1, 2
+ROLE_TEXT, ROLE_INSERTED, ROLE_COPY, ROLE_PASSAGE = 0, 1, 2, 3
 
 
 @dataclass
@@ -43,8 +46,10 @@ class TokenStream:
 
 
 def render_documents(people: list[Person], *, seed: int, copy_fraction: float, evidence_k: int = 3,
-                     passages: dict[str, str] | None = None) -> list[Document]:
-    """Every mention of every person as a biography; ``copy_fraction`` of them carry evidence blocks."""
+                     passages: dict[str, str] | None = None, evidence_k_min: int | None = None,
+                     copy_facts: int = 2) -> list[Document]:
+    """Every mention of every person as a biography; ``copy_fraction`` of them carry 1..``copy_facts``
+    evidence blocks of ``evidence_k_min..evidence_k`` passages (see :func:`choose_inserts`)."""
     rng = random.Random(seed)
     passages = passages or {r["external_id"]: r["text"] for r in evidence_records(people, seed)}
     docs = []
@@ -53,7 +58,8 @@ def render_documents(people: list[Person], *, seed: int, copy_fraction: float, e
             bio = render_biography(person, rng)
             inserts = []
             if rng.random() < copy_fraction:
-                inserts = choose_inserts(bio, person, people, passages, rng, k=evidence_k)
+                inserts = choose_inserts(bio, person, people, passages, rng, max_facts=copy_facts,
+                                         k=evidence_k, k_min=evidence_k_min)
             docs.append(Document(bio, inserts))
     rng.shuffle(docs)
     return docs
@@ -85,10 +91,11 @@ def encode_documents(docs: list[Document], tok: Tokenizer, tagger: Tagger,
             ins = by_pos.get(a)
             if ins is not None:
                 g = value_gold.get(a + 1, -1)
-                block = [call, ev_start] + tok.encode(ins.text, add_special_tokens=False).ids + [ev_end]
+                body = tok.encode(ins.text, add_special_tokens=False).ids
+                block = [call, ev_start] + body + [ev_end]
                 ids += block
                 span += [0] * len(block)
-                role += [ROLE_INSERTED] * len(block)
+                role += [ROLE_INSERTED] * 2 + [ROLE_PASSAGE] * len(body) + [ROLE_INSERTED]
                 gold += [g] + [-1] * (len(block) - 1)
             enc = tok.encode(text[a:b], add_special_tokens=False)
             copy_end = value_ends.get(a) if ins is not None else None
@@ -134,7 +141,8 @@ class Batch:
     x: np.ndarray
     y: np.ndarray
     weight: np.ndarray      # float32: 1 where the target is trained
-    full: np.ndarray        # bool: full-softmax targets (copied values)
+    full: np.ndarray        # bool: full-softmax targets (copied values; passage text with evidence_lm)
+    copy: np.ndarray        # bool: copied values
     eligible: np.ndarray    # bool: ordinary text targets (may be chosen as calls)
     span: np.ndarray        # int32: batch-local factual span 1..S, 0 = none
     first: np.ndarray       # bool: first token of its span
@@ -143,7 +151,7 @@ class Batch:
     tower_mask: np.ndarray  # (M,) float32
 
     def arrays(self) -> tuple:
-        return (self.x, self.y, self.weight, self.full, self.eligible, self.span, self.first,
+        return (self.x, self.y, self.weight, self.full, self.copy, self.eligible, self.span, self.first,
                 self.tower_idx, self.tower_gold, self.tower_mask)
 
 
@@ -151,11 +159,12 @@ class BatchIterator:
     """Deterministic batches over a :class:`TokenStream`; ``position`` = (epoch, batch) to resume from."""
 
     def __init__(self, stream: TokenStream, *, batch_size: int, seq_len: int, seed: int,
-                 tower_slots: int = 64, rank: int = 0, world: int = 1) -> None:
+                 tower_slots: int = 64, rank: int = 0, world: int = 1, evidence_lm: bool = False) -> None:
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
         self.s, self.B, self.T, self.seed = stream, batch_size, seq_len, seed
         self.M, self.rank, self.world = tower_slots, rank, world
+        self.evidence_lm = evidence_lm
         self.n_rows = (len(stream.ids) - 1) // seq_len
         self.per_epoch = self.n_rows // batch_size
         if self.per_epoch < 1:
@@ -198,7 +207,8 @@ class BatchIterator:
         mask[: len(pos)] = 1
         return Batch(
             x=ids[:, :-1].astype(np.int32), y=ids[:, 1:].astype(np.int32),
-            weight=(r_y != ROLE_INSERTED).astype(np.float32), full=r_y == ROLE_COPY,
+            weight=((r_y != ROLE_INSERTED) & (self.evidence_lm | (r_y != ROLE_PASSAGE))).astype(np.float32),
+            full=(r_y == ROLE_COPY) | (r_y == ROLE_PASSAGE), copy=r_y == ROLE_COPY,
             eligible=r_y == ROLE_TEXT, span=local, first=(local > 0) & (local != prev),
             tower_idx=idx, tower_gold=np.where(mask > 0, g[idx], 0).astype(np.int32), tower_mask=mask,
         )

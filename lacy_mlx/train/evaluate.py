@@ -255,6 +255,22 @@ def demo_groups(model_dir: str | Path, *, per_group: int = 40, frequent_min: int
     return frequent + rare + heldout, groups
 
 
+def copy_probe_groups(model_dir: str | Path, people: list[Person], groups: dict[str, set[str]], *,
+                      per_group: int = 10) -> dict:
+    """:func:`lacy_mlx.train.copy_eval.copy_probe` summaries for the first ``per_group`` people of each group."""
+    from mlx_lm import load
+
+    from lacy_mlx.train.copy_eval import copy_probe
+
+    model, _ = load(str(model_dir))
+    tok = load_tokenizer(model_dir)
+    out = {}
+    for name, ids in groups.items():
+        members = [p for p in people if p.pid in ids][:per_group]
+        out[name] = copy_probe(model, tok, members, distractors=people).summary()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lacy_mlx.train.evaluate MODEL_DIR``: FactScore-style numbers, SLM alone vs cascade."""
     import argparse
@@ -267,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query", nargs="+", default=["tower", "text"], choices=("tower", "text"))
     a = ap.parse_args(argv)
     people, groups = demo_groups(a.model_dir, per_group=a.per_group)
+    print(json.dumps({"copy_probe": copy_probe_groups(a.model_dir, people, groups, per_group=min(a.per_group, 10))}))
     print(json.dumps(evaluate(a.model_dir, people, mode="slm", groups=groups).summary()))
     for query in a.query:
         report = evaluate(a.model_dir, people, mode="cascade", groups=groups, threshold=a.threshold, k=a.k,

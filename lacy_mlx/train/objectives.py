@@ -14,8 +14,11 @@ on the softmax without ``<CALL>`` (no gradient flows through the choice):
 - ``plain``: no calls; ordinary language modelling.
 
 Loss (``token_losses``): at a call the target is ``<CALL>`` (full softmax); at a copied value the
-true token on the full softmax; elsewhere the true token on the softmax renormalised without
-``<CALL>``, so predicting a token never pushes the model away from calling (plain LM: full softmax).
+true token on the full softmax (weighted by ``copy_weight``); elsewhere the true token on the
+softmax renormalised without ``<CALL>``, so predicting a token never pushes the model away from
+calling (plain LM: full softmax). With ``renormalize="facts"`` only factual targets are
+renormalised; the others use the full softmax, which teaches "no call here" (the paper's rule
+leaves p(``<CALL>``) free there, and a small model then calls mid-phrase: "She was <CALL>").
 """
 from __future__ import annotations
 
@@ -23,7 +26,27 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
+from lacy_mlx.encoder.fastmath import exp_nonpos
+
 OBJECTIVES = ("lacy", "loss", "rho1", "plain")
+
+
+@mx.custom_function
+def _logsumexp_cpu(x: mx.array) -> mx.array:
+    # MLX's CPU exp is scalar (~14 ns an element): on a (B, T, V) logits tensor it was a fifth of
+    # a training step. exp_nonpos is the encoder's vectorised polynomial (relative error ~1e-7).
+    m = mx.stop_gradient(mx.max(x, axis=-1, keepdims=True))
+    return m[..., 0] + mx.log(exp_nonpos(x - m).sum(axis=-1))
+
+
+@_logsumexp_cpu.vjp
+def _logsumexp_cpu_vjp(x, cotangent, output):
+    return cotangent[..., None] * exp_nonpos(x - output[..., None])  # d lse / dx = softmax(x)
+
+
+def logsumexp(x: mx.array) -> mx.array:
+    """``logsumexp`` over the last axis of float32 ``x``: the fast polynomial form on CPU."""
+    return _logsumexp_cpu(x) if mx.default_device() == mx.cpu else mx.logsumexp(x, axis=-1)
 
 
 def _top_fraction(score: mx.array, valid: mx.array, frac: float) -> mx.array:
@@ -73,10 +96,16 @@ def select_calls(objective: str, nll: mx.array, *, span: mx.array, first: mx.arr
 
 
 def token_losses(logits: mx.array, y: mx.array, call_id: int, full: mx.array, objective: str,
-                 select: Callable[[mx.array], mx.array]) -> tuple[mx.array, mx.array]:
-    """Per-target loss ``(B, T)`` and the call mask; ``select(nll)`` chooses calls from the detached nll."""
+                 select: Callable[[mx.array], mx.array], *, fact: mx.array | None = None,
+                 renormalize: str = "all", copy: mx.array | None = None,
+                 copy_weight: float = 1.0) -> tuple[mx.array, mx.array]:
+    """Per-target loss ``(B, T)`` and the call mask; ``select(nll)`` chooses calls from the detached nll.
+
+    ``full`` marks full-softmax targets; ``copy`` (default: ``full``) those of them weighted by
+    ``copy_weight``. ``fact`` (bool ``(B, T)``, factual targets) is needed for ``renormalize="facts"``.
+    """
     logits = logits.astype(mx.float32)
-    lse = mx.logsumexp(logits, axis=-1)
+    lse = logsumexp(logits)
     l_true = mx.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
     nll_full = lse - l_true
     if objective == "plain":
@@ -86,5 +115,13 @@ def token_losses(logits: mx.array, y: mx.array, call_id: int, full: mx.array, ob
     lse_no_call = lse + mx.log1p(-mx.exp(mx.minimum(l_call - lse, -1e-6)))
     nll_no_call = lse_no_call - l_true
     call = select(mx.stop_gradient(nll_no_call))
+    if renormalize == "facts":
+        if fact is None:
+            raise ValueError("renormalize='facts' needs the fact mask")
+        nll_no_call = mx.where(fact, nll_no_call, nll_full)
+    elif renormalize != "all":
+        raise ValueError(f"renormalize must be 'all' or 'facts', got {renormalize!r}")
+    if copy_weight != 1.0:
+        nll_full = mx.where(full if copy is None else copy, copy_weight * nll_full, nll_full)
     loss = mx.where(call, lse - l_call, mx.where(full, nll_full, nll_no_call))
     return loss, call

@@ -8,6 +8,7 @@ the training people's rows are the query tower's InfoNCE targets).
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,13 +64,16 @@ def prepare(cfg: TrainConfig, out_dir: str | Path, *, write: bool = True, eot_id
     index = {r["external_id"]: i for i, r in enumerate(records)}
     texts = {r["external_id"]: r["text"] for r in records}
     docs = render_documents(people, seed=cfg.corpus_seed, copy_fraction=cfg.copy_fraction,
-                            evidence_k=cfg.evidence_k, passages=texts)
+                            evidence_k=cfg.evidence_k, evidence_k_min=cfg.evidence_k_min,
+                            copy_facts=cfg.copy_facts, passages=texts)
     if tokenizer_dir is not None:
         tok = load_tokenizer(tokenizer_dir)
     elif write and (out / "tokenizer.json").is_file():
         tok = load_tokenizer(out)
     else:
-        tok = train_bpe((d.bio.text for d in docs), cfg.vocab_size)
+        # Passages too: the model reads them inside evidence blocks, and a vocabulary of biographies
+        # alone spells record words letter by letter ("st|af|f|d|ir|ec|t|or|y").
+        tok = train_bpe(itertools.chain((d.bio.text for d in docs), texts.values()), cfg.vocab_size)
         if write:
             save_tokenizer(tok, out)
     stream = encode_documents(docs, tok, make_tagger(cfg.tagger), index, eot_id=eot_id)

@@ -27,7 +27,7 @@ from lacy_mlx.train.checkpoint import load_checkpoint, reseed, save_checkpoint
 from lacy_mlx.train.config import TrainConfig
 from lacy_mlx.train.data import BatchIterator
 from lacy_mlx.train.model import TrainModel, llama_args, lm_logits
-from lacy_mlx.train.objectives import select_calls, token_losses
+from lacy_mlx.train.objectives import logsumexp, select_calls, token_losses
 
 
 @dataclass
@@ -53,19 +53,20 @@ def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
 def make_loss(cfg: TrainConfig, call_id: int):
     """The loss of one micro-batch: returns (total, lm_loss, tower_loss, calls, tokens)."""
 
-    def loss_fn(model, x, y, weight, full, eligible, span, first, t_idx, t_gold, t_mask, ref_nll, table):
+    def loss_fn(model, x, y, weight, full, copy, eligible, span, first, t_idx, t_gold, t_mask, ref_nll, table):
         h, logits = model(x)
         select = partial(select_calls, cfg.objective, span=span, first=first, eligible=eligible,
                          ref_nll=ref_nll, q=cfg.q, budget=cfg.budget, span_reduce=cfg.span_reduce,
                          call_at=cfg.call_at)
-        per_tok, call = token_losses(logits, y, call_id, full, cfg.objective, select)
+        per_tok, call = token_losses(logits, y, call_id, full, cfg.objective, select, fact=span > 0,
+                                     renormalize=cfg.renormalize, copy=copy, copy_weight=cfg.copy_weight)
         ntok = weight.sum()
         lm_loss = (per_tok * weight).sum() / ntok
         total, tower_loss = lm_loss, mx.array(0.0)
         if model.has_tower:
             q = model.tower(h.reshape(-1, h.shape[-1])[t_idx])  # (M, D)
             sims = (q @ table.T) / cfg.tower_temperature  # (M, N)
-            ce = mx.logsumexp(sims, axis=-1) - mx.take_along_axis(sims, t_gold[:, None], axis=-1)[:, 0]
+            ce = logsumexp(sims) - mx.take_along_axis(sims, t_gold[:, None], axis=-1)[:, 0]
             tower_loss = (ce * t_mask).sum() / mx.maximum(t_mask.sum(), 1)
             total = lm_loss + cfg.tower_weight * tower_loss
         calls = (call & (weight > 0)).sum()
@@ -155,7 +156,7 @@ def setup_run(cfg: TrainConfig, out: Path, model, prep, call_id: int, world, *, 
     optimizer = make_optimizer(cfg)
     optimizer.init(model.trainable_parameters())
     batches = BatchIterator(prep.stream, batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
-                            tower_slots=cfg.tower_slots, rank=rank, world=size)
+                            tower_slots=cfg.tower_slots, rank=rank, world=size, evidence_lm=cfg.evidence_lm)
     step = 0
     if resume:
         r = load_checkpoint(out, model=model, optimizer=optimizer)
