@@ -61,3 +61,46 @@ def test_minilm_packed_equals_padded() -> None:
     packed = np.array(enc._forward_packed(encodings))
     padded = np.array(enc._forward_padded(encodings))
     assert ((packed * padded).sum(axis=1) >= 0.9999999).all()
+
+
+def test_underflowing_rows_fall_back_to_exact_softmax() -> None:
+    # Large q/k weights make |q||k| far exceed the real row max (gap >> 87): the bounded
+    # softmax underflows, and the forward must notice and redo the layer with the row max.
+    model = _random_model(seed=4)
+    for layer in model.encoder.layer:
+        proj = getattr(layer.attention, "self")
+        proj.query.weight = proj.query.weight * 40
+        proj.key.weight = proj.key.weight * 40
+    rng = np.random.default_rng(5)
+    ids = [rng.integers(0, 50, n).tolist() for n in (30, 12)]
+    types = [[0] * len(r) for r in ids]
+    packed = PackedBert(model)
+    batch = PackedBatch.build(ids, types, 4)
+    _, low = packed._forward(batch, exact=False)
+    assert low.item() < 2.0 ** -80  # the case really triggers the fallback
+    got = np.array(packed(batch))
+    # Scores reach ~1e3 here, so float32 rounding of the two score paths differs by ~1e-4.
+    np.testing.assert_allclose(got, _padded_reference(model, ids, types), atol=1e-4, rtol=0)
+
+
+def test_bound_shift_equals_row_max_shift() -> None:
+    from lacy_mlx.encoder.packed import _attention, _with_bound
+
+    key = mx.random.key(6)
+    q, k, v = (mx.random.normal((3, 4, 20, 8), key=kk) * 2 for kk in mx.random.split(key, 3))
+    # The layout PackedBert's projection gives: spare columns q 0, k 1, v 1 (the denominator).
+    q, k, v = (mx.concatenate([t, mx.full((3, 4, 20, 1), c)], axis=-1) for t, c in ((q, 0.0), (k, 1.0), (v, 1.0)))
+    lengths = (20, 7, 13)
+    bias = mx.array(np.where(np.arange(20)[None, :] < np.array(lengths)[:, None], 0.0, -1e9).astype(np.float32))
+    bias = bias.reshape(3, 1, 1, 20)
+    fast = np.array(_attention(_with_bound(q, k), k, v, bias, lengths, exact=False))
+    exact = np.array(_attention(q, k, v, bias, lengths, exact=True))
+    np.testing.assert_allclose(fast[..., :-1] / fast[..., -1:], exact[..., :-1] / exact[..., -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_norm_matches_layer_norm() -> None:
+    model = _random_model(seed=7)
+    packed = PackedBert(model)
+    norm = model.encoder.layer[0].output.LayerNorm
+    x = mx.random.normal((37, 32), key=mx.random.key(8)) * 5 + 3
+    np.testing.assert_allclose(np.array(packed._norm(norm, x)), np.array(norm(x)), atol=1e-5, rtol=0)
