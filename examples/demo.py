@@ -48,7 +48,7 @@ def store_demo(db: Path) -> None:
 
 
 def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, query: str = "latent",
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, k: int | None = None) -> None:
     """Biographies from the demo SLM, alone and with calls answered by the store."""
     import lacy_mlx
     from lacy_mlx.runtime.events import Call, Done, Evidence, Token
@@ -68,7 +68,7 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
     from lacy_mlx.runtime.delegates import TextQuery
 
     # "text": the subject (the prompt) plus the current sentence; "latent": the query tower.
-    lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else query)
+    lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else query, k=k)
     totals: dict[tuple[str, str], list[int]] = {}
     for group, members in groups.items():
         for person in members:
@@ -110,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--people", type=int, default=8, help="people per group (default 8)")
     ap.add_argument("--threshold", type=float, default=None, help="p(<CALL>) threshold (default: the model's)")
     ap.add_argument("--query", choices=["latent", "text"], default="latent", help="how a call queries the store")
+    ap.add_argument("--k", type=int, default=None, help="passages per call (default: the model's, 1 for the demo model)")
     ap.add_argument("--distractors", type=int, default=300, help="other people whose passages the store holds")
     args = ap.parse_args(argv)
     out = HERE.parent / ".demo"
     out.mkdir(exist_ok=True)
     store_demo(out / "docs.db")
     if (args.model / "config.json").is_file():
-        cascade_demo(args.model, out / f"evidence-{args.model.name}.db", args.people, args.distractors, args.query, args.threshold)
+        cascade_demo(args.model, out / f"evidence-{args.model.name}.db", args.people, args.distractors, args.query, args.threshold, args.k)
     else:
         print(f"\n(no demo model at {args.model}: train one with `lacy-mlx train --preset demo --out {args.model}`)")
     return 0

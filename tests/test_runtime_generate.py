@@ -160,6 +160,16 @@ def test_ids_and_gate_come_from_config_or_vocab(tiny_dir, tmp_path):
                                            gate={"mode": "either", "call_threshold": 0.3, "unknown": 1}))
     lacy = lacy_mlx.load(str(folder))
     assert lacy.gate.mode == "either" and lacy.gate.call_threshold == 0.3
+    # Rewriting the section keeps entries it does not own (the query tower's).
+    import json as _json
+
+    cfg = _json.loads((folder / "config.json").read_text())
+    cfg["lacy"]["query_tower"] = {"hidden_size": 8}
+    (folder / "config.json").write_text(_json.dumps(cfg))
+    write_lacy_section(folder, LacySection(section.call_token_id, retrieval={"k": 2}))
+    lacy_cfg = _json.loads((folder / "config.json").read_text())["lacy"]
+    assert lacy_cfg["query_tower"] == {"hidden_size": 8} and lacy_cfg["retrieval"] == {"k": 2}
+    assert read_lacy_section(folder).retrieval == {"k": 2}
     assert lacy.specials == SpecialIds(section.call_token_id, section.evidence_start_id, section.evidence_end_id)
     # Without a lacy section, the ids are found in the tokenizer's vocabulary.
     bare = shutil.copytree(tiny_dir, tmp_path / "bare")

@@ -53,6 +53,18 @@ def test_output_folder_loads_with_mlx_lm_and_lacy(tiny_run):
     assert logits.shape == (1, len(ids), len(vocab))
     tower = QueryTower.load(out)
     assert tower is not None and tower.embed_dim == 128
+    # The model's own retrieval default (lacy.retrieval.k) applies unless the caller sets k.
+    assert section.retrieval == {"k": 1}
+    import lacy_mlx
+
+    class Shelf:  # only the delegate's wiring is under test here; the real store is tested elsewhere
+        dim = 128
+
+        def search(self, *a, **kw):
+            return []
+
+    assert lacy_mlx.load(str(out), db=Shelf(), query="latent").delegate.k == 1
+    assert lacy_mlx.load(str(out), db=Shelf(), k=4).delegate.k == 4
     assert json.loads((out / "config.json").read_text())["lacy"]["query_tower"]["embedder"] == "hashed-ngram-v1:128"
 
 

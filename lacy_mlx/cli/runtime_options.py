@@ -24,7 +24,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="inline: evidence in the KV cache (models with <CALL>/<EVIDENCE>); prefix: FLARE style")
     p.add_argument("--query", choices=["text", "latent"], default="text",
                    help="retrieval query: masked current sentence, or the model's query tower")
-    p.add_argument("-k", type=int, default=3, help="passages retrieved per call (default 3)")
+    p.add_argument("-k", type=int, default=None,
+                   help="passages retrieved per call (default: the model's lacy.retrieval.k, else 3)")
 
 
 def add_gate_options(p: argparse.ArgumentParser) -> None:

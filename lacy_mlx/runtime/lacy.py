@@ -148,7 +148,7 @@ def load(
     gate: GateConfig | None = None,
     injection: str = "auto",
     query: str = "text",
-    k: int = 3,
+    k: int | None = None,
     tower: Any = None,
     max_evidence_tokens: int = 256,
 ) -> Lacy:
@@ -160,7 +160,7 @@ def load(
     - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
       :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
       ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
-      and ``k`` hits.
+      and ``k`` hits (default: the model's ``lacy.retrieval.k``, else 3).
     - ``delegate``: any delegate (:mod:`lacy_mlx.runtime.delegates`) or a plain function (wrapped
       in a :class:`~lacy_mlx.runtime.delegates.CallbackDelegate`).
     - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
@@ -182,6 +182,8 @@ def load(
     if delegate is None and store is not None:
         if query == "latent" and tower is None:
             tower = _load_tower(model_dir)
+        if k is None:
+            k = int((section.retrieval if section else {}).get("k", 3))
         delegate = RetrievalDelegate(store, query=query, tower=tower, k=k)
     name = Path(str(model)).name if not isinstance(model, tuple) else "model"
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
@@ -203,9 +205,7 @@ def _load_model(model: Any) -> tuple[Any, Any, Path | None, LacySection | None]:
             "model*.safetensors, tokenizer files) or a Hugging Face repo id of an MLX model"
         ) from exc
     model_dir = Path(str(model)) if Path(str(model)).exists() else _cached_repo(str(model))
-    data = config.get("lacy") or {}
-    section = LacySection(data.get("call_token_id"), data.get("evidence_start_id"),
-                          data.get("evidence_end_id"), dict(data.get("gate") or {}))
+    section = LacySection.from_json(config.get("lacy") or {})
     return model_obj, tokenizer, model_dir, section
 
 

@@ -24,6 +24,7 @@ class TrainConfig:
     evidence_k: int = 3               # passages per evidence block (1 right + distractors)
     evidence_k_min: int = 3           # blocks hold evidence_k_min..evidence_k passages (1: a copy curriculum)
     copy_facts: int = 2               # evidence blocks per copying biography: 1..copy_facts
+    retrieval_k: int = 1              # passages per call the exported model asks for (config.json lacy.retrieval)
     evidence_lm: bool = False         # train next-token prediction on passage text inside evidence blocks
     corpus_seed: int = 1
     heldout_seed: int = 2
@@ -88,7 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  hidden_size=128, num_layers=4, intermediate_size=384, num_heads=4, num_kv_heads=4,
                  steps=4000, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=100, save_every=250,
                  tower_weight=0.3, tagger="rules", copy_fraction=0.6, copy_facts=3, evidence_k_min=1,
-                 copy_weight=2.0, renormalize="facts", evidence_lm=True),
+                 copy_weight=2.0, renormalize="facts"),
 }
 
 
@@ -144,5 +145,7 @@ def _check(cfg: TrainConfig) -> None:
         raise InputError("renormalize must be 'all' (the paper) or 'facts'")
     if not 1 <= cfg.evidence_k_min <= cfg.evidence_k or cfg.copy_facts < 1 or cfg.copy_weight <= 0:
         raise InputError("need 1 <= evidence_k_min <= evidence_k, copy_facts >= 1 and copy_weight > 0")
+    if cfg.retrieval_k < 1:
+        raise InputError("retrieval_k must be at least 1 (passages per call)")
     if cfg.hidden_size % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
         raise InputError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")

@@ -36,6 +36,7 @@ def export_model(cfg: TrainConfig, out_dir: str | Path, model: TrainModel, prep)
         call_token_id=tok.token_to_id(CALL_TOKEN), evidence_start_id=tok.token_to_id(EVIDENCE_START),
         evidence_end_id=tok.token_to_id(EVIDENCE_END),
         gate={"mode": "call", "call_threshold": 0.5},
+        retrieval={"k": cfg.retrieval_k},
     ))
     if model.has_tower:
         model.tower.save(out, embedder=prep.embedder_name)

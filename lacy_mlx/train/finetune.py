@@ -64,7 +64,10 @@ def finetune(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     mx.random.seed(cfg.seed)
     tower = None
     if prep.embeddings is not None:
-        tower = QueryTower(lm.args.hidden_size, int(prep.embeddings.shape[1]))
+        dim = int(prep.embeddings.shape[1])
+        tower = QueryTower.load(base)  # a lacy-mlx base keeps training its tower
+        if tower is None or (tower.hidden_size, tower.embed_dim) != (lm.args.hidden_size, dim):
+            tower = QueryTower(lm.args.hidden_size, dim)
     base_dtype = _float_dtype(lm)
     if cfg.lora_rank > 0:
         apply_lora(lm, rank=cfg.lora_rank, layers=cfg.lora_layers)
@@ -95,6 +98,7 @@ def _export(cfg: TrainConfig, base: Path, out: Path, model: TrainModel, prep, dt
     write_lacy_section(out, LacySection(
         call_token_id=tok.token_to_id(CALL_TOKEN), evidence_start_id=tok.token_to_id(EVIDENCE_START),
         evidence_end_id=tok.token_to_id(EVIDENCE_END), gate={"mode": "call", "call_threshold": 0.5},
+        retrieval={"k": cfg.retrieval_k},
     ))
     if model.has_tower:
         model.tower.save(out, embedder=prep.embedder_name)
