@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lacy_mlx.train.config import PRESETS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", metavar="FILE", help="JSON or YAML file of TrainConfig keys")
-    src.add_argument("--preset", choices=("tiny", "demo"), help="a built-in configuration")
+    src.add_argument("--preset", choices=tuple(PRESETS), help="a built-in configuration (demo-copy: stage 2 of the demo model, with --set init_from=RUN)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints, log, exported model")
     p.add_argument("--resume", action="store_true", help="continue exactly from the newest checkpoint in --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -91,6 +91,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                  tower_weight=0.3, tagger="rules", copy_fraction=0.6, copy_facts=3, evidence_k_min=1,
                  copy_weight=2.0, renormalize="facts"),
 }
+# Stage 2 of the embedded demo model: fine-tune the `demo` run (init_from) on copy-heavy data at a
+# lower learning rate; it keeps training the query tower. Copy accuracy on one right passage, for
+# people seen once: 0.67 after `demo`, 0.86 after this.
+PRESETS["demo-copy"] = dict(PRESETS["demo"], steps=1200, lr=1e-3, warmup_steps=50, copy_fraction=0.9,
+                            copy_facts=5, copy_weight=3.0)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
