@@ -279,10 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir")
     ap.add_argument("--per-group", type=int, default=40)
     ap.add_argument("--threshold", type=float, default=0.5)
-    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--k", type=int, default=None, help="passages per call (default: the model's lacy.retrieval.k, else 3)")
     ap.add_argument("--query", nargs="+", default=["tower", "text"], choices=("tower", "text"))
     a = ap.parse_args(argv)
     people, groups = demo_groups(a.model_dir, per_group=a.per_group)
+    if a.k is None:
+        from lacy_mlx.tokens import read_lacy_section
+
+        a.k = int(read_lacy_section(a.model_dir).retrieval.get("k", 3))
     print(json.dumps({"copy_probe": copy_probe_groups(a.model_dir, people, groups, per_group=min(a.per_group, 10))}))
     print(json.dumps(evaluate(a.model_dir, people, mode="slm", groups=groups).summary()))
     for query in a.query:
