@@ -47,6 +47,11 @@ def test_rho1_needs_a_reference():
         select_calls("rho1", NLL, span=SPAN, first=FIRST, eligible=ELIGIBLE)
 
 
+def _softmax_refs(logits):
+    """Numpy references: log-sum-exp with and without the <CALL> column (id 1)."""
+    return np.log(np.exp(logits).sum(-1)), np.log(np.exp(np.delete(logits, 1, axis=-1)).sum(-1))
+
+
 def test_token_losses_match_definition():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(1, 4, 6)).astype(np.float32)
@@ -55,9 +60,7 @@ def test_token_losses_match_definition():
     full = np.array([[False, False, True, False]])
     loss, got_call = token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "lacy",
                                   lambda nll: mx.array(call))
-    lse = np.log(np.exp(logits).sum(-1))
-    no_call = np.delete(logits, 1, axis=-1)
-    lse_nc = np.log(np.exp(no_call).sum(-1))
+    lse, lse_nc = _softmax_refs(logits)
     want = [lse_nc[0, 0] - logits[0, 0, 2], lse[0, 1] - logits[0, 1, 1],
             lse[0, 2] - logits[0, 2, 4], lse_nc[0, 3] - logits[0, 3, 5]]
     np.testing.assert_allclose(np.array(loss[0]), want, rtol=1e-5)
@@ -74,8 +77,7 @@ def test_renormalize_facts_and_copy_weight():
     no_calls = lambda nll: mx.zeros(nll.shape, dtype=mx.bool_)  # noqa: E731
     loss, _ = token_losses(mx.array(logits), mx.array(y), 1, mx.array(full), "lacy", no_calls,
                            fact=mx.array(fact), renormalize="facts", copy_weight=3.0)
-    lse = np.log(np.exp(logits).sum(-1))
-    lse_nc = np.log(np.exp(np.delete(logits, 1, axis=-1)).sum(-1))
+    lse, lse_nc = _softmax_refs(logits)
     true = logits[0, np.arange(4), y[0]]
     # A factual target is scored without <CALL>; a plain one on the full softmax (so p(<CALL>) falls
     # there); a copied value on the full softmax, times the copy weight.

@@ -53,10 +53,11 @@ class _Greedy:
     def p_call(self, ids: list[int]) -> float:
         return float(mx.softmax(self.logits(ids, make_prompt_cache(self.model)))[self.call])
 
-    def continue_sentence(self, ids: list[int], max_tokens: int = 16) -> str:
-        """Greedy tokens after ``ids`` (no ``<CALL>``) up to and excluding the first ``.``."""
+    def continue_sentence(self, ids: list[int], max_tokens: int = 16) -> tuple[str, float]:
+        """Greedy text after ``ids`` (no ``<CALL>``) up to the first ``.``, and p(<CALL>) right after ``ids``."""
         cache = make_prompt_cache(self.model)
         logits, out = self.logits(ids, cache), []
+        p_call = float(mx.softmax(logits)[self.call])
         for _ in range(max_tokens):
             logits[self.call] = -mx.inf
             t = int(mx.argmax(logits))
@@ -66,7 +67,7 @@ class _Greedy:
             if "." in self.tok.id_to_token(t):
                 break
             logits = self.logits([t], cache)
-        return self.tok.decode(out).split(".")[0].strip()
+        return self.tok.decode(out).split(".")[0].strip(), p_call
 
 
 def copy_probe(model, tok, people: list[Person], *, distractors: list[Person], ks: tuple[int, ...] = (1, 3),
@@ -89,12 +90,13 @@ def copy_probe(model, tok, people: list[Person], *, distractors: list[Person], k
             base = [g.eot] + tok.encode(head, add_special_tokens=False).ids
             value = person.facts[rel]
             n += 1
-            p_value.append(g.p_call(base))
-            right["alone"] += g.continue_sentence(base) == value
+            alone, p_call = g.continue_sentence(base)
+            p_value.append(p_call)
+            right["alone"] += alone == value
             for k in ks:
                 block = _block(person, rel, k, distractors, rng)
                 ids = base + [g.call, g.ev[0]] + tok.encode(format_evidence(block), add_special_tokens=False).ids
-                right[f"k{k}"] += g.continue_sentence(ids + [g.ev[1]]) == value
+                right[f"k{k}"] += g.continue_sentence(ids + [g.ev[1]])[0] == value
     return CopyReport(n, {k: v / max(n, 1) for k, v in right.items()},
                       float(np.mean(p_value)) if p_value else 0.0, float(np.mean(p_subject)) if p_subject else 0.0)
 
