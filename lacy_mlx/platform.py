@@ -25,3 +25,35 @@ def openblas_path() -> str | None:
 def openblas_preloaded() -> bool:
     """Whether this process runs with OpenBLAS preloaded (benchmarks print it next to CPU numbers)."""
     return "openblas" in os.environ.get("LD_PRELOAD", "")
+
+
+# glibc mallopt parameters (malloc.h) and the values keep_freed_memory sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below it come from the heap, not fresh mmaps
+_TRIM_THRESHOLD = 128 << 20  # free memory at the heap's top kept for reuse instead of returned
+_malloc_tuned: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed blocks below 32 MB for reuse; True when set (now or before).
+
+    MLX's CPU buffer cache holds 32 MB on Linux, so a forward pass whose shapes change from batch
+    to batch (the encoder over texts of many lengths) frees and reallocates its activations
+    through malloc; glibc returns such blocks to the OS and every reuse then page-faults (1e5
+    faults and ~10% of the encoder's time on 256-token texts). Process-wide, called once by the
+    CPU code paths that gain; costs up to 128 MB of freed memory kept mapped. Not glibc (macOS,
+    musl) or ``LACY_MLX_MALLOC=system``: does nothing and returns False.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if platform.system() == "Linux" and os.environ.get("LACY_MLX_MALLOC", "") != "system":
+            import ctypes
+
+            try:
+                libc = ctypes.CDLL(None)
+                ok = bool(libc.gnu_get_libc_version) and libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+                _malloc_tuned = ok and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+            except (OSError, AttributeError):
+                pass
+    return _malloc_tuned

@@ -48,7 +48,7 @@ def test_batch_indices() -> None:
     assert np.array(batch.positions).tolist() == [0, 1, 2, 0]
     assert np.array(batch.starts).tolist() == [0, 3]
     np.testing.assert_allclose(np.array(batch.pool), [[1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, 1]])
-    assert np.array(batch.key_bias).reshape(2, 3)[1].tolist() == [0.0, -1e9, -1e9]
+    assert np.array(batch.value_keep).reshape(2, 3)[1].tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError):
         PackedBatch.build([[1], []], [[0], []], n_heads=2)
 
@@ -91,10 +91,10 @@ def test_bound_shift_equals_row_max_shift() -> None:
     # The layout PackedBert's projection gives: spare columns q 0, k 1, v 1 (the denominator).
     q, k, v = (mx.concatenate([t, mx.full((3, 4, 20, 1), c)], axis=-1) for t, c in ((q, 0.0), (k, 1.0), (v, 1.0)))
     lengths = (20, 7, 13)
-    bias = mx.array(np.where(np.arange(20)[None, :] < np.array(lengths)[:, None], 0.0, -1e9).astype(np.float32))
-    bias = bias.reshape(3, 1, 1, 20)
-    fast = np.array(_attention(_with_bound(q, k), k, v, bias, lengths, exact=False))
-    exact = np.array(_attention(q, k, v, bias, lengths, exact=True))
+    keep = mx.array((np.arange(20)[None, :] < np.array(lengths)[:, None]).astype(np.float32)).reshape(3, 1, 20, 1)
+    v = v * keep  # as PackedBert hides padded keys
+    fast = np.array(_attention(_with_bound(q, k), k, v, exact=False))
+    exact = np.array(_attention(q, k, v, exact=True))
     np.testing.assert_allclose(fast[..., :-1] / fast[..., -1:], exact[..., :-1] / exact[..., -1:], rtol=1e-5, atol=1e-5)
 
 

@@ -5,10 +5,12 @@ and moves q, k and v into head-major order with three transposes and three conca
 MLX's CPU backend those passes cost more than PyTorch's fused kernels, so this twin:
 
 * keeps the residual stream packed: ``(T, H)`` with ``T`` the batch's real tokens, no padding;
-* projects q, k and v with one fused matmul whose weights fold in the attention scale and give
+* projects q, k and v with one fused matmul whose weights fold in the attention scale (times
+  log2 e: scores in base 2 for :func:`~lacy_mlx.encoder.fastmath.exp2_nonpos`) and give
   each value head a column of ones (the softmax denominator then rides in the value matmul);
 * gathers q, k and v into padded head-major ``(3, B, nh, L, hs + 1)`` with one ``take`` (padded
-  slots repeat a real row; the key mask, added inside the score matmul, hides them);
+  slots repeat a real row, so their scores stay finite; their value rows, ones column included,
+  are zeroed, which drops them from numerator and denominator with no (L, L) mask pass);
 * shifts the softmax by a per-row upper bound ``|q_i| max_j |k_j|`` carried in the score matmul
   (q's spare column holds minus the bound, k's holds 1) instead of the row max, so no (L, L)
   reduction or subtraction pass; rows whose denominator underflows are recomputed exactly;
@@ -27,9 +29,8 @@ import mlx.nn as nn
 import numpy as np
 
 from lacy_mlx.encoder.bert import BertModel
-from lacy_mlx.encoder.fastmath import _CHUNK_ABOVE, _CHUNK_TARGET, exp_nonpos  # slices as attention_cpu
+from lacy_mlx.encoder.fastmath import _CHUNK_ABOVE, _CHUNK_TARGET, LOG2E, exp2_nonpos  # slices as attention_cpu
 
-_MASKED = -1e9  # key bias for padded slots: exp underflows to ~1e-38 of a real key's weight
 # Softmax denominators below this (bound - row max > ~55) redo the layer's attention with the
 # exact row max. On all-MiniLM-L6-v2 the gap peaks near 43 (1.2M rows measured), so this is rare.
 _UNDERFLOW = 2.0 ** -80
@@ -42,7 +43,7 @@ class PackedBatch:
     ``ids``/``types``/``positions``: ``(T,)`` packed token columns. ``gather``: ``(3*B*nh*L,)``
     rows of the ``(T*3*nh, hs1)`` view of the fused projection, in ``(3, B, nh, L)`` order.
     ``scatter``: ``(T*nh,)`` rows of the ``(B*nh*L, hs1)`` attention output back to packed
-    ``(T, nh)`` order. ``key_bias``: ``(B, 1, 1, L)`` 0 for real keys, -1e9 for padding.
+    ``(T, nh)`` order. ``value_keep``: ``(B, 1, L, 1)`` 1 for real keys, 0 for padding.
     ``pool``: ``(B, T)`` mean-pooling weights; ``starts``: ``(B,)`` each sequence's first row.
     """
 
@@ -53,7 +54,7 @@ class PackedBatch:
     positions: mx.array
     gather: mx.array
     scatter: mx.array
-    key_bias: mx.array
+    value_keep: mx.array
     pool: mx.array
     starts: mx.array
 
@@ -85,7 +86,7 @@ class PackedBatch:
             positions=as_i32(pos),
             gather=as_i32(gather),
             scatter=as_i32(scatter),
-            key_bias=mx.array(np.where(real, 0.0, _MASKED).astype(np.float32).reshape(B, 1, 1, L)),
+            value_keep=mx.array(real.astype(np.float32).reshape(B, 1, L, 1)),
             pool=mx.array(pool),
             starts=as_i32(starts),
         )
@@ -129,7 +130,7 @@ class PackedBert:
         self.model = model
         self.n_heads = args.num_attention_heads
         self.head_dim = args.hidden_size // args.num_attention_heads
-        scale = self.head_dim ** -0.5
+        scale = self.head_dim ** -0.5 * LOG2E  # scores in base-2 units for exp2_nonpos
         self.layers = []
         for layer in model.encoder.layer:
             proj = getattr(layer.attention, "self")
@@ -169,7 +170,9 @@ class PackedBert:
         qkv = mx.addmm(f.qkv_b, x, f.qkv_w.T).astype(mx.float32)  # (T, 3 * nh * hs1)
         heads = mx.take(qkv.reshape(-1, hs1), batch.gather, axis=0).reshape(3, B, nh, L, hs1)
         q, k, v = heads[0], heads[1], heads[2]
-        ev = _attention(q if exact else _with_bound(q, k), k, v, batch.key_bias, batch.lengths, exact)
+        if min(batch.lengths) < L:
+            v = v * batch.value_keep  # padded keys then add nothing to either sum
+        ev = _attention(q if exact else _with_bound(q, k), k, v, exact)
         g = mx.take(ev.reshape(-1, hs1), batch.scatter, axis=0).reshape(T, nh, hs1)
         ctx = (g[..., :-1] / g[..., -1:]).reshape(T, H).astype(x.dtype)
         x = self._norm(f.out_norm, x + f.out(ctx))
@@ -196,22 +199,18 @@ def _with_bound(q: mx.array, k: mx.array) -> mx.array:
     return mx.concatenate([q[..., :-1], -(qn * kn)], axis=-1)
 
 
-def _attention(q: mx.array, k: mx.array, v: mx.array, key_bias: mx.array, lengths: tuple[int, ...],
-               exact: bool) -> mx.array:
-    """``softmax(q k^T + key_bias) [v, 1]`` unnormalised: ``(B, nh, L, hs1)``, last column = sum.
+def _attention(q: mx.array, k: mx.array, v: mx.array, exact: bool) -> mx.array:
+    """``softmax(q k^T) [v, 1]`` unnormalised: ``(B, nh, L, hs1)``, last column = sum.
 
     ``exact=False``: q already carries the shift (see :func:`_with_bound`); ``exact=True``: q's
-    last column is 0 and the row max is subtracted. The key bias is added only where a sequence
-    is shorter than ``L``.
+    last column is 0 and the row max is subtracted. Padded keys are hidden by their zero ``v``.
     """
     B, nh, L, _ = q.shape
     if B > 1 and B * nh * L * L > _CHUNK_ABOVE:
         step = max(1, _CHUNK_TARGET // (nh * L * L))
         return mx.concatenate(
-            [_attention(q[i : i + step], k[i : i + step], v[i : i + step], key_bias[i : i + step],
-                        lengths[i : i + step], exact) for i in range(0, B, step)], axis=0)
-    kt = k.swapaxes(-1, -2)
-    scores = q @ kt if min(lengths) == L else mx.addmm(key_bias, q, kt)  # (B, nh, L, L)
+            [_attention(q[i : i + step], k[i : i + step], v[i : i + step], exact) for i in range(0, B, step)], axis=0)
+    scores = q @ k.swapaxes(-1, -2)  # (B, nh, L, L)
     if exact:
         scores = scores - mx.max(scores, axis=-1, keepdims=True)
-    return exp_nonpos(scores) @ v
+    return exp2_nonpos(scores) @ v
