@@ -6,9 +6,14 @@ or CLS pooling as the folder says and L2 normalisation, with no autograd; torch 
 device (a GPU when MLX has one) and, when that is a GPU, on MLX's CPU too. Prints medians, the
 ratios and one JSON line.
 
+PyTorch runs in a worker process started without ``LD_PRELOAD``, as a user runs it: in this
+process the preloaded OpenBLAS would take over torch's own (MKL) ``sgemm`` symbols, and with
+more than one thread OpenBLAS's pool and torch's OpenMP pool then fight for the cores (2 cores
+here: 24 s instead of 2.6 s for 64 long texts). ``--torch-in-process`` keeps the old layout.
+
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python benchmarks/encoder.py [--n 256]
     # per core, robust on a busy machine:
-    OPENBLAS_NUM_THREADS=1 LD_PRELOAD=... python benchmarks/encoder.py --threads 1 --n 128
+    LD_PRELOAD=... python benchmarks/encoder.py --threads 1 --n 128
     # store-sized chunks (most texts hit the 256-token limit):
     LD_PRELOAD=... python benchmarks/encoder.py --n 64 --mean-words 200
 """
@@ -17,15 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
 import statistics
+import subprocess
+import sys
 import time
 
 import mlx.core as mx
 import numpy as np
 
 from lacy_mlx.encoder import MLXEncoder
-from lacy_mlx.platform import openblas_preloaded
+from lacy_mlx.platform import openblas_preloaded, usable_cores
 
 _WORDS = ("the of and in to a was born city river capital king queen university museum year war "
           "science physics chemistry prize award mission moon ocean mountain village company founded "
@@ -74,15 +82,69 @@ def torch_embedder(enc: MLXEncoder, threads: int):
     return embed
 
 
+class TorchWorker:
+    """The torch side in a child process without ``LD_PRELOAD``; call it like an embedder.
+
+    The child builds the same encoder (tokenizer, batch plan) and times each run itself; the
+    parent reads the seconds and the vectors back, so pipe and pickling costs are not counted.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--torch-worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.seconds = 0.0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        pickle.dump(texts, self.proc.stdin)
+        self.proc.stdin.flush()
+        reply = pickle.load(self.proc.stdout)
+        if isinstance(reply, str):
+            raise RuntimeError(f"torch worker failed: {reply}")
+        self.seconds, vectors = reply
+        return vectors
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def serve_torch(a: argparse.Namespace) -> None:
+    """The worker loop: texts in (pickled on stdin), (seconds, vectors) out, until stdin closes."""
+    stdout = os.fdopen(os.dup(1), "wb")  # the protocol's own copy of stdout ...
+    os.dup2(2, 1)  # ... and anything a library prints goes to stderr instead
+    mx.set_default_device(mx.cpu)  # the CPU batch plan, as the in-process torch side used
+    enc = MLXEncoder(a.model, dtype=a.dtype, batch_size=a.batch_size, max_batch_tokens=a.max_batch_tokens)
+    embed = torch_embedder(enc, a.threads)
+    stdin = sys.stdin.buffer
+    while True:
+        try:
+            texts = pickle.load(stdin)
+        except EOFError:
+            return
+        try:
+            t0 = time.perf_counter()
+            vectors = embed(texts)
+            reply = (time.perf_counter() - t0, vectors)
+        except Exception as exc:  # reported to the parent, which raises
+            reply = f"{type(exc).__name__}: {exc}"
+        pickle.dump(reply, stdout)
+        stdout.flush()
+
+
 def time_interleaved(fns: dict, texts: list[str], repeats: int) -> tuple[dict, dict]:
-    """Median seconds per function, runs interleaved so background load hits every side alike."""
+    """Median seconds per function, runs interleaved so background load hits every side alike.
+
+    A function with a ``seconds`` attribute (:class:`TorchWorker`) reports its own time.
+    """
     results = {name: fn(texts) for name, fn in fns.items()}  # warm-up (allocations, kernel builds)
     times: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             results[name] = fn(texts)
-            times[name].append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            times[name].append(getattr(fn, "seconds", elapsed))
     return {name: statistics.median(ts) for name, ts in times.items()}, results
 
 
@@ -98,6 +160,16 @@ def on_device(fn, device):
     return run
 
 
+def worker_argv(a: argparse.Namespace) -> list[str]:
+    """The options the torch worker needs to build the same encoder and batch plan."""
+    argv = ["--batch-size", str(a.batch_size), "--dtype", a.dtype, "--threads", str(a.threads)]
+    if a.model is not None:
+        argv += ["--model", str(a.model)]
+    if a.max_batch_tokens is not None:
+        argv += ["--max-batch-tokens", str(a.max_batch_tokens)]
+    return argv
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="encoder folder or name (default all-MiniLM-L6-v2)")
@@ -107,17 +179,22 @@ def main() -> None:
     p.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per pass (default: the encoder's)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="torch threads (run with OPENBLAS_NUM_THREADS=N to give MLX's BLAS the same)")
+    p.add_argument("--threads", type=int, default=usable_cores(),
+                   help="cores for each side: torch's threads, the MLX encoder's cpu_threads")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--torch-in-process", action="store_true",
+                   help="run torch in this process (it then shares the preloaded OpenBLAS)")
+    p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.torch_worker:
+        return serve_torch(a)
 
     texts = make_texts(a.n, a.mean_words)
-    enc = MLXEncoder(a.model, dtype=a.dtype, batch_size=a.batch_size, max_batch_tokens=a.max_batch_tokens)
+    enc = MLXEncoder(a.model, dtype=a.dtype, batch_size=a.batch_size, max_batch_tokens=a.max_batch_tokens,
+                     cpu_threads=a.threads)  # as many cores as torch gets
     tokens = sum(len(ids) for ids in enc.tokenize(texts))
-    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS", "all")
     print(f"model {enc.name}  texts {a.n}  tokens {tokens}  batch {a.batch_size}  dtype {a.dtype}  "
-          f"cores {os.cpu_count()}  threads {a.threads}  openblas_threads {blas_threads}  "
+          f"cores {os.cpu_count()}  threads {a.threads} (MLX: streams x BLAS threads, torch: intra-op)  "
           f"openblas_preloaded {openblas_preloaded()}")
     record: dict = {"bench": "encoder", "model": enc.name, "n": a.n, "mean_words": a.mean_words, "tokens": tokens,
                     "batch_size": a.batch_size, "max_batch_tokens": a.max_batch_tokens, "dtype": a.dtype,
@@ -128,13 +205,22 @@ def main() -> None:
     if devices[0] != mx.cpu:
         devices.append(mx.cpu)
     fns = {f"mlx_{dev.type.name}": on_device(enc.embed_batch, dev) for dev in devices}
-    if not a.no_torch:
+    worker = None
+    if a.torch_in_process:
         fns["torch_cpu"] = on_device(torch_embedder(enc, a.threads), mx.cpu)  # CPU batch plan
-    secs, results = time_interleaved(fns, texts, a.repeats)
+    elif not a.no_torch:
+        worker = TorchWorker(worker_argv(a))
+        fns["torch_cpu"] = worker
+    record["torch_process"] = "same" if a.torch_in_process else "none" if a.no_torch else "worker"
+    try:
+        secs, results = time_interleaved(fns, texts, a.repeats)
+    finally:
+        if worker is not None:
+            worker.close()
     for name, sec in secs.items():
         record[f"{name}_sent_per_s"] = round(a.n / sec, 1)
         print(f"{name:10s} {a.n / sec:9.1f} sentences/s  (median {sec * 1e3:.1f} ms)")
-    if not a.no_torch:
+    if "torch_cpu" in secs:
         for name in secs:
             if name.startswith("mlx_"):
                 record[f"{name}_over_torch"] = round(secs["torch_cpu"] / secs[name], 3)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Debian's OpenBLAS; MLX's Linux CPU wheel bundles a slow reference BLAS that preloading replaces.
@@ -57,3 +59,41 @@ def keep_freed_memory() -> bool:
             except (OSError, AttributeError):
                 pass
     return _malloc_tuned
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def _openblas_threads_api():
+    """``(get, set)`` of the OpenBLAS MLX calls into, when this process has one loaded; else None."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(None)
+        return lib.openblas_get_num_threads, lib.openblas_set_num_threads
+    except (OSError, AttributeError):
+        return None
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Within the block, OpenBLAS runs each call on ``n`` threads; the old count comes back after.
+
+    For code that runs several single-threaded MLX CPU streams side by side (one core each).
+    Process-wide while it lasts: BLAS calls from other threads see ``n`` too. Does nothing when no
+    OpenBLAS is loaded (macOS's Accelerate, MLX's bundled single-threaded BLAS).
+    """
+    api = _openblas_threads_api()
+    before = api[0]() if api else n
+    if before != n:
+        api[1](int(n))
+    try:
+        yield
+    finally:
+        if before != n:
+            api[1](before)

@@ -124,6 +124,19 @@ def test_batch_plan_respects_budget(tiny: tuple[Path, object]) -> None:
     np.testing.assert_allclose(enc.embed_batch(TEXTS), MLXEncoder(tiny[0]).embed_batch(TEXTS), atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_streams_give_the_same_vectors(tiny: tuple[Path, object], threads: int) -> None:
+    # batch_size=1: one batch per text, so 2 and 3 threads run batches side by side on streams.
+    enc = MLXEncoder(tiny[0], batch_size=1, cpu_threads=threads)
+    np.testing.assert_allclose(enc.embed_batch(TEXTS), MLXEncoder(tiny[0], cpu_threads=1).embed_batch(TEXTS),
+                               atol=1e-6)
+
+
+def test_cpu_threads_must_be_positive(tiny: tuple[Path, object]) -> None:
+    with pytest.raises(InputError, match="cpu_threads"):
+        MLXEncoder(tiny[0], cpu_threads=0)
+
+
 def test_truncation_keeps_special_tokens(encoder: MLXEncoder) -> None:
     ids = encoder.tokenize([TEXTS[-1]])[0]
     assert len(ids) == MAX_LEN and ids[0] == 2 and ids[-1] == 3  # [CLS] ... [SEP]

@@ -16,11 +16,28 @@ from lacy_mlx.embed.base import Embedder
 from lacy_mlx.encoder.loader import LoadedEncoder, load_encoder, resolve_model
 from lacy_mlx.encoder.packed import PackedBatch, PackedBert, supports
 from lacy_mlx.errors import InputError
-from lacy_mlx.platform import keep_freed_memory
+from lacy_mlx.platform import blas_threads, keep_freed_memory, usable_cores
 
 NAME_PREFIX = "mlx-encoder"
 _CPU_BATCH_TOKENS = 512  # measured on 2 cores: 512 beat 2048 by 1.6x and batches of 32 texts by 2.5x
 _GPU_BATCH_TOKENS = 16384
+_cpu_streams: list = []  # shared by every encoder: MLX keeps a thread per stream for good
+
+
+def cpu_streams(n: int) -> list:
+    """``n`` MLX CPU streams (each runs its ops on a thread of its own), created once."""
+    while len(_cpu_streams) < n:
+        _cpu_streams.append(mx.new_stream(mx.cpu))
+    return _cpu_streams[:n]
+
+
+def _unit_rows(vec: mx.array) -> np.ndarray:
+    """``(B, dim)`` float32 numpy rows; a non-finite or all-zero row becomes ``e_0``, still a unit row."""
+    out = np.array(vec, dtype=np.float32)
+    bad = ~np.isfinite(out).all(axis=1) | (np.abs(out).sum(axis=1) == 0)
+    out[bad] = 0.0
+    out[bad, 0] = 1.0
+    return out
 
 
 def pool(hidden: mx.array, mask: mx.array, mode: str) -> mx.array:
@@ -44,6 +61,12 @@ class MLXEncoder(Embedder):
     ``max_batch_tokens`` tokens (default: 512 on CPU, where activations that stay in cache run
     2-3x faster than big batches; 16384 on GPUs).
 
+    ``cpu_threads`` (default: the cores this process may use): on CPU, up to that many batches
+    run side by side, each on an MLX stream of its own with single-threaded BLAS, since MLX's
+    CPU ops other than matmuls use one thread; fewer batches than threads share the rest as BLAS
+    threads. Measured on 2 cores (64 texts of ~250 tokens): 16.4 -> 20.1 sentences/s against one
+    stream with 2 BLAS threads.
+
     ``name`` is ``"mlx-encoder:<model>"`` and ``resolve_embedder(name)`` rebuilds the encoder.
     """
 
@@ -54,9 +77,13 @@ class MLXEncoder(Embedder):
         dtype: str = "float32",
         batch_size: int = 64,
         max_batch_tokens: int | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
         if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise InputError(f"batch_size and max_batch_tokens must be positive, got {batch_size}, {max_batch_tokens}")
+        if cpu_threads is not None and cpu_threads < 1:
+            raise InputError(f"cpu_threads must be positive, got {cpu_threads}")
+        self.cpu_threads = int(cpu_threads) if cpu_threads is not None else usable_cores()
         source = resolve_model(model)
         self.source = source
         self.loaded: LoadedEncoder = load_encoder(source.path, dtype)
@@ -95,24 +122,26 @@ class MLXEncoder(Embedder):
         if not texts:
             return out
         encodings = self.loaded.tokenizer.encode_batch(list(texts))
-        for rows in self.plan_batches([len(e.ids) for e in encodings]):
-            out[rows] = self._forward([encodings[i] for i in rows])
+        plan = self.plan_batches([len(e.ids) for e in encodings])
+        packed = mx.default_device() == mx.cpu and supports(self.loaded.model) and all(e.ids for e in encodings)
+        if not packed:  # the padded BertModel, one batch at a time on the default stream
+            for rows in plan:
+                out[rows] = _unit_rows(self._forward_padded([encodings[i] for i in rows]))
+            return out
+        # PackedBert over the real tokens only, up to cpu_threads batches side by side.
+        lanes = min(self.cpu_threads, len(plan))
+        streams = cpu_streams(lanes)
+        with blas_threads(max(1, self.cpu_threads // lanes)):
+            for first in range(0, len(plan), lanes):
+                group = plan[first : first + lanes]
+                vecs = []
+                for rows, stream in zip(group, streams):
+                    with mx.stream(stream):
+                        vecs.append(self._forward_packed([encodings[i] for i in rows]))
+                mx.eval(vecs)
+                for rows, vec in zip(group, vecs):
+                    out[rows] = _unit_rows(vec)
         return out
-
-    def _forward(self, encodings: list) -> np.ndarray:
-        """One batch through the encoder; returns (B, dim) float32 unit rows.
-
-        On CPU (dense weights) it runs :class:`PackedBert` over the real tokens only; elsewhere
-        the padded :class:`BertModel`. Both give the same vectors (tests check it).
-        """
-        if mx.default_device() == mx.cpu and supports(self.loaded.model) and all(e.ids for e in encodings):
-            vec = np.array(self._forward_packed(encodings), dtype=np.float32)
-        else:
-            vec = np.array(self._forward_padded(encodings), dtype=np.float32)
-        bad = ~np.isfinite(vec).all(axis=1) | (np.abs(vec).sum(axis=1) == 0)
-        vec[bad] = 0.0
-        vec[bad, 0] = 1.0  # a degenerate row still honours the unit-row contract
-        return vec
 
     def _forward_padded(self, encodings: list) -> mx.array:
         width = max(len(e.ids) for e in encodings)
