@@ -132,6 +132,19 @@ def test_parallel_streams_give_the_same_vectors(tiny: tuple[Path, object], threa
                                atol=1e-6)
 
 
+def test_usable_from_another_thread(tiny: tuple[Path, object]) -> None:
+    # MLX streams belong to the thread that made them: each calling thread gets its own.
+    import threading
+
+    enc = MLXEncoder(tiny[0], batch_size=1, cpu_threads=2)
+    here = enc.embed_batch(TEXTS)
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.setdefault("vecs", enc.embed_batch(TEXTS)))
+    worker.start()
+    worker.join(60)
+    np.testing.assert_allclose(box["vecs"], here, atol=1e-6)
+
+
 def test_cpu_threads_must_be_positive(tiny: tuple[Path, object]) -> None:
     with pytest.raises(InputError, match="cpu_threads"):
         MLXEncoder(tiny[0], cpu_threads=0)
