@@ -7,7 +7,7 @@ folder says) and L2-normalised. Rows come back in the caller's order.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import mlx.core as mx
@@ -45,6 +45,28 @@ def _unit_rows(vec: mx.array) -> np.ndarray:
     out[bad] = 0.0
     out[bad, 0] = 1.0
     return out
+
+
+def _round_robin(runs: list[Iterator[mx.array]], streams: list) -> list[mx.array]:
+    """Drive each generator on its own stream, one step at a time in turn; returns their last yields.
+
+    Each step is queued with ``mx.async_eval`` before the next generator builds its step, so all
+    streams stay busy; evaluating whole batches one after another instead left the second stream
+    idle for much of the first batch (13% slower on short texts, 2 cores).
+    """
+    last: list = [None] * len(runs)
+    live = list(range(len(runs)))
+    while live:
+        for i in list(live):
+            with mx.stream(streams[i]):
+                try:
+                    last[i] = next(runs[i])
+                except StopIteration:
+                    live.remove(i)
+                    continue
+                mx.async_eval(last[i])
+    mx.eval(last)
+    return last
 
 
 def pool(hidden: mx.array, mask: mx.array, mode: str) -> mx.array:
@@ -141,11 +163,8 @@ class MLXEncoder(Embedder):
         with blas_threads(max(1, self.cpu_threads // lanes)):
             for first in range(0, len(plan), lanes):
                 group = plan[first : first + lanes]
-                vecs = []
-                for rows, stream in zip(group, streams):
-                    with mx.stream(stream):
-                        vecs.append(self._forward_packed([encodings[i] for i in rows]))
-                mx.eval(vecs)
+                runs = [self._packed_steps([encodings[i] for i in rows]) for rows in group]
+                vecs = _round_robin(runs, streams)
                 for rows, vec in zip(group, vecs):
                     out[rows] = _unit_rows(vec)
         return out
@@ -162,11 +181,20 @@ class MLXEncoder(Embedder):
         hidden = self.loaded.model(mx.array(ids), mask_mx, mx.array(types))  # (B, L, H)
         return pool(hidden, mask_mx, self.loaded.pooling)
 
-    def _forward_packed(self, encodings: list) -> mx.array:
+    def _packed_steps(self, encodings: list) -> Iterator[mx.array]:
+        """:meth:`PackedBert.steps` for one batch, ending with its pooled unit rows ``(B, dim)``."""
         if self._packed is None:
             self._packed = PackedBert(self.loaded.model)
             keep_freed_memory()  # batch shapes vary: reuse freed activations instead of page-faulting
         batch = PackedBatch.build([e.ids for e in encodings], [e.type_ids for e in encodings], self._packed.n_heads)
-        hidden = self._packed(batch).astype(mx.float32)  # (T, H), real tokens only
+        for hidden in self._packed.steps(batch):
+            yield hidden
+        hidden = hidden.astype(mx.float32)  # (T, H), real tokens only
         vec = hidden[batch.starts] if self.loaded.pooling == "cls" else batch.pool @ hidden
-        return vec / mx.maximum(mx.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+        yield vec / mx.maximum(mx.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+
+    def _forward_packed(self, encodings: list) -> mx.array:
+        """One batch's pooled unit rows through :class:`PackedBert` on the current stream."""
+        for vec in self._packed_steps(encodings):
+            pass
+        return vec

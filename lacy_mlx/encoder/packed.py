@@ -24,7 +24,7 @@ result equals the padded model's hidden states at the real tokens (a test checks
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -235,6 +235,16 @@ class PackedBert:
 
     def __call__(self, batch: PackedBatch, per_sequence: bool | None = None) -> mx.array:
         """Hidden states ``(T, H)``; ``per_sequence`` picks the attention layout (None: by length)."""
+        for x in self.steps(batch, per_sequence):
+            pass
+        return x
+
+    def steps(self, batch: PackedBatch, per_sequence: bool | None = None) -> Iterator[mx.array]:
+        """The forward as a generator: the (lazy) residual stream after each layer, then ``(T, H)``.
+
+        A caller running several batches on several streams evaluates each yield asynchronously
+        (``mx.async_eval``) in turn, so every stream always has work queued (see ``MLXEncoder``).
+        """
         if per_sequence is None:
             per_sequence = sum(batch.lengths) >= _EACH_FROM * len(batch.lengths)
         emb = self.model.embeddings
@@ -248,7 +258,8 @@ class PackedBert:
             for w_in, w_out in zip(f.inter_w, f.ffn_w):
                 y = mx.addmm(y, f.act(x @ w_in.T), w_out.T)
             x = self._norm(f.ffn_norm, y)
-        return x[:, : self.hidden]
+            yield x
+        yield x[:, : self.hidden]
 
     def _attend_each(self, f: _FusedLayer, x: mx.array, batch: PackedBatch) -> mx.array:
         """Attention output ``(T, H)``, one sequence at a time on views of ``W x_b^T``."""
