@@ -1,6 +1,7 @@
 """Facts about the machine that other modules branch on."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from collections.abc import Iterator
@@ -69,8 +70,12 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@functools.cache
 def _openblas_threads_api():
-    """``(get, set)`` of the OpenBLAS MLX calls into, when this process has one loaded; else None."""
+    """``(get, set)`` of the OpenBLAS MLX calls into, when this process has one loaded; else None.
+
+    Looked up once: the libraries a process has loaded at its first embed do not change.
+    """
     import ctypes
 
     try:

@@ -123,6 +123,7 @@ class MLXEncoder(Embedder):
         self.name = f"{NAME_PREFIX}:{source.name}"
         self.dim = self.loaded.dim
         self._packed: PackedBert | None = None  # CPU twin, built on first use
+        self._packable = supports(self.loaded.model)  # dense weights: PackedBert can run it
 
     @property
     def max_length(self) -> int:
@@ -153,7 +154,7 @@ class MLXEncoder(Embedder):
             return out
         encodings = self.loaded.tokenizer.encode_batch(list(texts))
         plan = self.plan_batches([len(e.ids) for e in encodings])
-        packed = mx.default_device() == mx.cpu and supports(self.loaded.model) and all(e.ids for e in encodings)
+        packed = mx.default_device() == mx.cpu and self._packable and all(e.ids for e in encodings)
         if not packed:  # the padded BertModel, one batch at a time on the default stream
             for rows in plan:
                 out[rows] = _unit_rows(self._forward_padded([encodings[i] for i in rows]))

@@ -269,8 +269,7 @@ class PackedBert:
             t = (f.qkv_w @ x[start : start + n].T).astype(mx.float32).reshape(3, nh, hs + 1, n)
             # (nh, n, hs) and (nh, hs, n) views with unit inner strides: matmul reads them in place.
             ev = _attention(t[0, :, :hs].swapaxes(-1, -2), t[1, :, :hs], t[2].swapaxes(-1, -2))
-            ev = ev.transpose(1, 0, 2)  # (n, nh, hs + 1)
-            parts.append((ev[..., :-1] / ev[..., -1:]).reshape(n, nh * hs))
+            parts.append(_normalised(ev.transpose(1, 0, 2)))  # (n, nh, hs + 1) -> (n, H)
         return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
 
     def _attend_batched(self, f: _FusedLayer, x: mx.array, batch: PackedBatch) -> mx.array:
@@ -284,8 +283,7 @@ class PackedBert:
         if min(batch.lengths) < L:
             v = v * batch.value_keep  # padded keys then add nothing to either sum
         ev = _attention_sliced(q, k.swapaxes(-1, -2), v)
-        g = mx.take(ev.reshape(-1, hs1), batch.scatter, axis=0).reshape(T, nh, hs1)
-        return (g[..., :-1] / g[..., -1:]).reshape(T, nh * (hs1 - 1))
+        return _normalised(mx.take(ev.reshape(-1, hs1), batch.scatter, axis=0).reshape(T, nh, hs1))
 
     @staticmethod
     def _norm(norm: _Norm, x: mx.array) -> mx.array:
@@ -296,6 +294,12 @@ class PackedBert:
         """
         d = x - x @ norm.mean_col
         return d * mx.rsqrt((d * d) @ norm.mean_col + norm.eps) * norm.weight + norm.bias
+
+
+def _normalised(ev: mx.array) -> mx.array:
+    """``(T, nh, hs + 1)`` unnormalised outputs with their sums last -> ``(T, nh * hs)`` context."""
+    T, nh, hs1 = ev.shape
+    return (ev[..., :-1] / ev[..., -1:]).reshape(T, nh * (hs1 - 1))
 
 
 def _attention(q: mx.array, kt: mx.array, v: mx.array) -> mx.array:
