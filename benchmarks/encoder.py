@@ -16,6 +16,8 @@ here: 24 s instead of 2.6 s for 64 long texts). ``--torch-in-process`` keeps the
     LD_PRELOAD=... python benchmarks/encoder.py --threads 1 --n 128
     # store-sized chunks (most texts hit the 256-token limit):
     LD_PRELOAD=... python benchmarks/encoder.py --n 64 --mean-words 200
+    # without the compiled CPU kernels (lacy_mlx.kernels.cpu_build), MLX ops only:
+    LACY_MLX_CPU_KERNELS=0 LD_PRELOAD=... python benchmarks/encoder.py
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import mlx.core as mx
 import numpy as np
 
 from lacy_mlx.encoder import MLXEncoder
+from lacy_mlx.kernels.cpu_build import cpu_kernels
 from lacy_mlx.platform import openblas_preloaded, usable_cores
 
 _WORDS = ("the of and in to a was born city river capital king queen university museum year war "
@@ -195,11 +198,11 @@ def main() -> None:
     tokens = sum(len(ids) for ids in enc.tokenize(texts))
     print(f"model {enc.name}  texts {a.n}  tokens {tokens}  batch {a.batch_size}  dtype {a.dtype}  "
           f"cores {os.cpu_count()}  threads {a.threads} (MLX: streams x BLAS threads, torch: intra-op)  "
-          f"openblas_preloaded {openblas_preloaded()}")
+          f"openblas_preloaded {openblas_preloaded()}  cpu_kernels {cpu_kernels() is not None}")
     record: dict = {"bench": "encoder", "model": enc.name, "n": a.n, "mean_words": a.mean_words, "tokens": tokens,
                     "batch_size": a.batch_size, "max_batch_tokens": a.max_batch_tokens, "dtype": a.dtype,
                     "cores": os.cpu_count(), "threads": a.threads,
-                    "openblas_preloaded": openblas_preloaded()}
+                    "openblas_preloaded": openblas_preloaded(), "cpu_kernels": cpu_kernels() is not None}
 
     devices = [mx.default_device()]
     if devices[0] != mx.cpu:

@@ -8,7 +8,7 @@ MLX's CPU backend those passes cost more than PyTorch's fused kernels, so this t
   last column of ones: every bias rides in a weight and every residual add in its matmul
   (``addmm(x, ctx, W^T)``), so no Linear copies a broadcast bias and no add pass runs;
 * projects q, k and v with one fused matmul whose weights fold in the attention scale (times
-  log2 e: scores in base 2 for :func:`~lacy_mlx.encoder.fastmath.exp2_nonpos`) and give each
+  log2 e: scores in base 2 for :func:`~lacy_mlx.encoder.fastmath.exp2_rowshift`) and give each
   value head a column of ones (the softmax denominator then rides in the value matmul);
 * runs the FFN in slices of its intermediate width, so each slice's activations stay in cache;
 * attends one of two ways. Long sequences: per sequence, the projection is computed transposed
@@ -32,7 +32,8 @@ import mlx.nn as nn
 import numpy as np
 
 from lacy_mlx.encoder.bert import BertModel
-from lacy_mlx.encoder.fastmath import _CHUNK_ABOVE, _CHUNK_TARGET, LOG2E, exp2_nonpos  # slices as attention_cpu
+from lacy_mlx.kernels.cpu_build import cpu_kernels
+from lacy_mlx.encoder.fastmath import _CHUNK_ABOVE, _CHUNK_TARGET, LOG2E, exp2_rowshift  # slices as attention_cpu
 
 # Mean sequence length from which attention runs per sequence on views of a transposed
 # projection instead of on a gathered, padded batch. Measured on MiniLM (one core): at 12
@@ -205,7 +206,7 @@ class PackedBert:
         self.hidden = args.hidden_size
         self.n_heads = args.num_attention_heads
         self.head_dim = args.hidden_size // args.num_attention_heads
-        scale = self.head_dim ** -0.5 * LOG2E  # scores in base-2 units for exp2_nonpos
+        scale = self.head_dim ** -0.5 * LOG2E  # scores in base-2 units for exp2_rowshift
         blocks = model.encoder.layer
         # Each layer's attention-output bias joins the residual at the norm before the layer.
         shifts = [layer.attention.output.dense.bias for layer in blocks]
@@ -287,13 +288,24 @@ class PackedBert:
 
     @staticmethod
     def _norm(norm: _Norm, x: mx.array) -> mx.array:
-        """LayerNorm of ``(T, H + 1)`` ones-column rows, two-pass, with the row means as matmuls.
+        """LayerNorm of ``(T, H + 1)`` ones-column rows: the fused CPU kernel, else the twin below.
 
-        MLX's CPU reductions (and ``mx.fast.layer_norm``) run ~2x slower than a BLAS product with
-        a ``1/H`` column; the result matches ``nn.LayerNorm`` to float32 rounding (a test checks).
+        Both match ``nn.LayerNorm`` to float32 rounding (tests check).
         """
-        d = x - x @ norm.mean_col
-        return d * mx.rsqrt((d * d) @ norm.mean_col + norm.eps) * norm.weight + norm.bias
+        kernels = cpu_kernels() if x.dtype == mx.float32 else None
+        if kernels is not None:
+            return kernels.layer_norm_rows(x, norm.weight, norm.bias, norm.eps, norm.weight.shape[0] - 1)
+        return _norm_twin(norm, x)
+
+
+def _norm_twin(norm: _Norm, x: mx.array) -> mx.array:
+    """:meth:`PackedBert._norm` in MLX ops, two-pass, with the row means as matmuls.
+
+    MLX's CPU reductions (and ``mx.fast.layer_norm``) run ~2x slower than a BLAS product with a
+    ``1/H`` column.
+    """
+    d = x - x @ norm.mean_col
+    return d * mx.rsqrt((d * d) @ norm.mean_col + norm.eps) * norm.weight + norm.bias
 
 
 def _normalised(ev: mx.array) -> mx.array:
@@ -308,7 +320,7 @@ def _attention(q: mx.array, kt: mx.array, v: mx.array) -> mx.array:
     The exact row max is subtracted, so every exponent is <= 0 and each row's sum is >= 1.
     """
     scores = q @ kt  # (..., Lq, Lk)
-    return exp2_nonpos(scores - mx.max(scores, axis=-1, keepdims=True)) @ v
+    return exp2_rowshift(scores) @ v
 
 
 def _attention_sliced(q: mx.array, kt: mx.array, v: mx.array) -> mx.array:
