@@ -150,7 +150,8 @@ def _check(cmd: list[str], job: subprocess.Popen) -> None:
     out, _ = job.communicate(timeout=600)
     if job.returncode != 0:
         tail = "\n".join(out.splitlines()[-20:])
-        raise KernelBuildError(f"{' '.join(cmd[:2])} ... failed (exit {job.returncode}):\n{tail}")
+        hint = "; install the Python headers (Debian: python3-dev)" if "Python.h" in out else ""
+        raise KernelBuildError(f"{' '.join(cmd[:2])} ... failed (exit {job.returncode}){hint}:\n{tail}")
 
 
 def _load(path: Path) -> ModuleType:
@@ -208,15 +209,13 @@ def _build_and_load() -> ModuleType | None:
         module = _load(build())  # build() verifies a cached library's digest, rebuilding a damaged one
         _self_check(module)
         return module
-    except TypeError as exc:
-        if "incompatible function arguments" not in str(exc):
-            raise
-        import nanobind  # it refused mlx.core.array: built with another nanobind ABI than MLX's
+    except Exception as exc:  # noqa: BLE001 - an optional speed-up must never break embedding
+        why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TypeError) and "incompatible function arguments" in str(exc):
+            import nanobind  # it refused mlx.core.array: built with another nanobind ABI than MLX's
 
-        why = (f"nanobind {nanobind.__version__} does not share the ABI MLX's Python types were built with; "
-               "install the nanobind version your MLX release uses")
-    except (KernelBuildError, OSError, ImportError, ValueError, subprocess.SubprocessError) as exc:
-        why = str(exc)
+            why = (f"nanobind {nanobind.__version__} does not share the ABI MLX's Python types were built with; "
+                   "install the nanobind version your MLX release uses")
     warnings.warn(f"lacy-mlx CPU kernels unavailable, using plain MLX ops (slower on CPU): {why}", stacklevel=3)
     return None
 

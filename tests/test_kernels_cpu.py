@@ -181,6 +181,19 @@ def test_missing_compiler_warns_and_falls_back(monkeypatch, tmp_path: Path) -> N
     assert not any(tmp_path.iterdir())  # nothing half-built left behind
 
 
+def test_compiler_failure_is_reported(monkeypatch, tmp_path: Path) -> None:
+    fake = tmp_path / "cxx"
+    fake.write_text("#!/bin/sh\necho 'x.cpp:1: fatal error: Python.h: No such file or directory'\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("LACY_MLX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(fake))
+    with pytest.raises(cpu_build.KernelBuildError, match="python3-dev"):
+        cpu_build.build()
+    assert not any((tmp_path / "cache").iterdir())  # the temporary build folder is gone
+    with pytest.warns(UserWarning, match="exit 1"):
+        assert cpu_build._build_and_load() is None
+
+
 def test_abi_mismatch_is_named(monkeypatch) -> None:
     class Refusing:
         def exp2_rowshift(self, x):
