@@ -99,6 +99,7 @@ def build(force: bool = False) -> Path:
     if not force and _intact(target):
         return target
     final.parent.mkdir(parents=True, exist_ok=True)
+    print(f"lacy-mlx: compiling the encoder's CPU kernels once for this MLX (~10 s) into {final}", file=sys.stderr)
     cxx = compiler()
     includes = [f"-I{p}" for p in (nb_dir / "include", nb_dir / "ext" / "robin_map" / "include",
                                    Path(sysconfig.get_paths()["include"]), mlx_dir / "include")]

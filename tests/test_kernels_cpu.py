@@ -216,3 +216,14 @@ def test_build_from_scratch_and_repair(tmp_path: Path) -> None:
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert "loaded and checked" in second.stdout, second.stdout + second.stderr
     assert lib.stat().st_size > 1000
+
+
+def test_concurrent_builds_share_one_result(tmp_path: Path) -> None:
+    """Two processes racing on a cold cache both end up loading one intact library."""
+    env = {**os.environ, "LACY_MLX_CACHE": str(tmp_path)}
+    cmd = [sys.executable, "-m", "lacy_mlx.kernels.cpu_build"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0 and "loaded and checked" in out, out + err
+    assert len(list(tmp_path.iterdir())) == 1  # one build folder, no temporary ones left
