@@ -212,6 +212,8 @@ def _build_and_load() -> ModuleType | None:
         return module
     except Exception as exc:  # noqa: BLE001 - an optional speed-up must never break embedding
         why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError):
+            why += f" (the cache is {cache_root()}; set LACY_MLX_CACHE to a writable folder)"
         if isinstance(exc, TypeError) and "incompatible function arguments" in str(exc):
             import nanobind  # it refused mlx.core.array: built with another nanobind ABI than MLX's
 
@@ -229,9 +231,9 @@ def main() -> int:
     start = time.perf_counter()
     try:
         path = build()
-    except KernelBuildError as exc:
+    except Exception as exc:  # noqa: BLE001 - optional: a machine without a compiler still runs, only slower
         print(f"lacy-mlx CPU kernels not built (plain MLX ops will be used): {exc}", file=sys.stderr)
-        return 0  # optional: a machine without a compiler still runs, only slower
+        return 0
     module = cpu_kernels()
     state = "loaded and checked" if module is not None else "built but unusable (see the warning)"
     print(f"lacy-mlx CPU kernels {state}: {path} ({time.perf_counter() - start:.1f} s)")
