@@ -237,16 +237,16 @@ class GeluErf : public RowPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const mx::array& x = inputs[0];
     allocate(x, out);
-    dispatch(stream(), inputs, out, [src = x.data<float>(), dst = out.data<float>(), size = int64_t(x.size()), x]() {
-      gelu_rows(src, dst, size);
-    });
+    dispatch(stream(), inputs, out,
+             [src = x.data<float>(), dst = out.data<float>(), size = int64_t(x.size()), x]() { gelu_rows(src, dst, size); });
   }
   // d/dx x Phi(x) = Phi(x) + x phi(x), in plain MLX ops.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>&, const std::vector<mx::array>&) override {
     auto s = stream();
     const mx::array& x = primals[0];
-    auto cdf = mx::multiply(mx::array(0.5f), mx::add(mx::array(1.0f), mx::erf(mx::multiply(x, mx::array(float(M_SQRT1_2)), s), s), s), s);
+    auto erf = mx::erf(mx::multiply(x, mx::array(float(M_SQRT1_2)), s), s);
+    auto cdf = mx::multiply(mx::array(0.5f), mx::add(mx::array(1.0f), erf, s), s);
     auto pdf = mx::multiply(mx::array(float(0.5 * M_2_SQRTPI * M_SQRT1_2)),
                             mx::exp(mx::multiply(mx::array(-0.5f), mx::square(x, s), s), s), s);
     return {mx::multiply(cotangents[0], mx::add(cdf, mx::multiply(x, pdf, s), s), s)};
