@@ -68,8 +68,8 @@ def _compiler_version(cxx: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else cxx
 
 
-def _toolchain() -> tuple[Path, Path, str]:
-    """``(mlx package dir, nanobind package dir, key)``; raises KernelBuildError if one is missing."""
+def _toolchain() -> tuple[Path, Path, str, str]:
+    """``(mlx package dir, nanobind package dir, compiler, key)``; raises KernelBuildError if one is missing."""
     import mlx
     import mlx.core as mx
 
@@ -84,7 +84,7 @@ def _toolchain() -> tuple[Path, Path, str]:
     parts = [(KERNEL_DIR / SOURCE).read_text(encoding="utf-8"), mx.__version__, nanobind.__version__,
              sys.version, str(sysconfig.get_config_var("EXT_SUFFIX")), _compiler_version(cxx), *_FLAGS]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-    return Path(mlx.__path__[0]), Path(nanobind.__file__).parent, key
+    return Path(mlx.__path__[0]), Path(nanobind.__file__).parent, cxx, key
 
 
 def build(force: bool = False) -> Path:
@@ -93,14 +93,13 @@ def build(force: bool = False) -> Path:
     Atomic: objects are built in a temporary folder next to the final one and renamed into
     place, so concurrent builds or an interrupted one never leave a half-written library.
     """
-    mlx_dir, nb_dir, key = _toolchain()
+    mlx_dir, nb_dir, cxx, key = _toolchain()
     final = cache_root() / f"cpu-kernels-{key}"
     target = final / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX')}"
     if not force and _intact(target):
         return target
     final.parent.mkdir(parents=True, exist_ok=True)
     print(f"lacy-mlx: compiling the encoder's CPU kernels once for this MLX (~10 s) into {final}", file=sys.stderr)
-    cxx = compiler()
     includes = [f"-I{p}" for p in (nb_dir / "include", nb_dir / "ext" / "robin_map" / "include",
                                    Path(sysconfig.get_paths()["include"]), mlx_dir / "include")]
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
@@ -180,8 +179,7 @@ def _self_check(module: ModuleType) -> None:
             "gelu_erf": (module.gelu_erf(x[:, 1:]), _gelu_finish(x[:, 1:], _gelu_base(x[:, 1:]))),
         }
         y = x[:, 1:] * 0.1
-        d = y[:, :-1] - y[:, :-1].mean(axis=-1, keepdims=True)
-        norm = d * mx.rsqrt((d * d).mean(axis=-1, keepdims=True) + 1e-5) * w[:36] + w[1:37]
+        norm = mx.fast.layer_norm(y[:, :-1], w[:36], w[1:37], 1e-5)
         checks["layer_norm_rows"] = (module.layer_norm_rows(y, w[:37], w[1:38], 1e-5, 36)[:, :-1], norm)
         for name, (got, want) in checks.items():
             scale = want if name == "exp2_rowshift" else mx.max(mx.abs(want))  # relative to each value / the row scale
@@ -203,6 +201,15 @@ def cpu_kernels() -> ModuleType | None:
         if SOURCE not in _loaded:
             _loaded[SOURCE] = _build_and_load()
         return _loaded[SOURCE]
+
+
+def cpu_kernels_for(x) -> ModuleType | None:
+    """:func:`cpu_kernels` when ``x`` can go through them (float32, default device the CPU); else None."""
+    import mlx.core as mx
+
+    if x.dtype != mx.float32 or mx.default_device() != mx.cpu:
+        return None
+    return cpu_kernels()
 
 
 def _build_and_load() -> ModuleType | None:

@@ -159,8 +159,8 @@ def test_packed_encoder_same_with_and_without_kernels(monkeypatch) -> None:
     outs = []
     for off in (False, True):
         if off:
-            monkeypatch.setattr(packed, "cpu_kernels", lambda: None)
-            monkeypatch.setattr(fastmath, "cpu_kernels", lambda: None)
+            monkeypatch.setattr(packed, "cpu_kernels_for", lambda x: None)
+            monkeypatch.setattr(fastmath, "cpu_kernels_for", lambda x: None)
         outs.append([np.array(PackedBert(model)(batch, per_sequence=p)) for p in (True, False)])
     for with_kernels, plain in zip(*outs):
         np.testing.assert_allclose(with_kernels, plain, atol=2e-5)

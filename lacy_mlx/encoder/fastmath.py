@@ -23,7 +23,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from lacy_mlx.kernels.cpu_build import cpu_kernels
+from lacy_mlx.kernels.cpu_build import cpu_kernels_for
 
 # A&S 7.1.28: erf(a) = 1 - (1 + a1 a + ... + a6 a^6)^-16 for a >= 0.
 _A = (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638)
@@ -71,10 +71,10 @@ def gelu(x: mx.array) -> mx.array:
     On CPU in float32 the compiled kernel of ``lacy_mlx.kernels.cpu_build`` (one pass) when it is
     built, else the two compiled MLX kernels below; both compute the same polynomial.
     """
+    kernels = cpu_kernels_for(x)
+    if kernels is not None:
+        return kernels.gelu_erf(x)
     if mx.default_device() == mx.cpu:
-        kernels = cpu_kernels() if x.dtype == mx.float32 else None
-        if kernels is not None:
-            return kernels.gelu_erf(x)
         flat = x.reshape(-1)
         return _gelu_finish_compiled(flat, _gelu_base_compiled(flat)).reshape(x.shape)
     return _gelu_exact_compiled(x)
@@ -130,10 +130,9 @@ def exp2_rowshift(scores: mx.array) -> mx.array:
     cache, 8-lane vectors: ~5x faster than the twin here) when it is built; otherwise, and on
     GPUs, :func:`exp2_nonpos` after ``mx.max``. Both give the same values (relative error < 3e-7).
     """
-    if mx.default_device() == mx.cpu:
-        kernels = cpu_kernels()
-        if kernels is not None:
-            return kernels.exp2_rowshift(scores)
+    kernels = cpu_kernels_for(scores)
+    if kernels is not None:
+        return kernels.exp2_rowshift(scores)
     return exp2_nonpos(scores - mx.max(scores, axis=-1, keepdims=True))
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from lacy_mlx.encoder.bert import BertModel
 from lacy_mlx.encoder.fastmath import _CHUNK_ABOVE, _CHUNK_TARGET, LOG2E, exp2_rowshift  # slices as attention_cpu
-from lacy_mlx.kernels.cpu_build import cpu_kernels
+from lacy_mlx.kernels.cpu_build import cpu_kernels_for
 
 # Mean sequence length from which attention runs per sequence on views of a transposed
 # projection instead of on a gathered, padded batch. Measured on MiniLM (one core): at 12
@@ -292,7 +292,7 @@ class PackedBert:
 
         Both match ``nn.LayerNorm`` to float32 rounding (tests check).
         """
-        kernels = cpu_kernels() if x.dtype == mx.float32 and mx.default_device() == mx.cpu else None
+        kernels = cpu_kernels_for(x)
         if kernels is not None:
             return kernels.layer_norm_rows(x, norm.weight, norm.bias, norm.eps, norm.weight.shape[0] - 1)
         return _norm_twin(norm, x)
