@@ -106,12 +106,16 @@ def test_prefix_injection_puts_passages_in_the_prompt_and_regenerates(tiny):
     assert after and all(greedy[i - 1] == ctx[i] for i in range(start, len(ctx)))
 
 
-def test_prefix_passages_go_into_the_last_user_message(tiny):
+def test_prefix_passages_go_where_placement_says(tiny):
     _, tok = tiny
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where?"}]
-    p = encode_prompt(tok, msgs, passages=["Paris is in France."])
+    p = encode_prompt(tok, msgs, passages=["Paris is in France."], placement="user")
     assert "<|user|>Relevant passages:\n[1] Paris is in France.\n\nWhere?" in p.text
     assert p.question == "Where?"
+    p = encode_prompt(tok, msgs, passages=["Paris is in France."])  # default: the system turn
+    assert "Be brief.\n\nAnswer the question using the passages below.\n\nRelevant passages:\n[1] Paris" in p.text
+    p = encode_prompt(tok, msgs[1:], passages=["Paris is in France."])
+    assert p.text.index("Paris") < p.text.index("Where?") and p.question == "Where?"
 
 
 def test_inline_requires_the_tokens(tiny):
