@@ -105,8 +105,13 @@ def _intact(folder: Path) -> bool:
 def _build(src: Path, folder: Path, rep: str) -> None:
     from lacy_mlx.convert import convert
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
+    except OSError as exc:
+        raise LacyError(
+            f"cannot write the default model into {folder.parent} ({exc}); set LACY_MLX_CACHE to a writable folder"
+        ) from exc
     try:
         staged = work / "model"
         convert(src, staged, dtype=None if rep == "quantized" else rep, dequantize=rep != "quantized")

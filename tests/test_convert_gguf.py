@@ -167,3 +167,38 @@ def test_real_smollm2_gguf(tmp_path):
                                      add_generation_prompt=True)
     logits = model(mx.array([prompt]))[0, -1]
     assert tok.decode([int(mx.argmax(logits))]).strip() == "The"
+
+
+def test_sentencepiece_tokenizer_matches_sentencepiece(tmp_path):
+    """Llama-2 / Mistral style GGUFs carry a SentencePiece vocabulary (pieces, scores, byte tokens)."""
+    import gguf
+    spm = pytest.importorskip("sentencepiece")
+
+    from lacy_mlx.convert.gguf_file import read_header
+    from lacy_mlx.convert.gguf_tokenizer import build_tokenizer
+
+    (tmp_path / "c.txt").write_text("\n".join(CORPUS * 20), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "c.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   minloglevel=3)  # Llama's settings: no normaliser, spaces kept
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    n = sp.get_piece_size()
+    kind = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1 for i in range(n)]
+    writer = gguf.GGUFWriter(str(tmp_path / "spm.gguf"), "llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([sp.id_to_piece(i) for i in range(n)])
+    writer.add_token_scores([sp.get_score(i) for i in range(n)])
+    writer.add_token_types(kind)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_tensor("token_embd.weight", np.zeros((n, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tok = build_tokenizer(read_header(tmp_path / "spm.gguf"))
+    for text in CORPUS + ["Hello Marie 1867 wörds", "ünïcode ☃ snowman", "  two  spaces"]:
+        assert tok.encode(text).ids == [1] + sp.encode(text), text
+        assert tok.decode(tok.encode(text).ids, skip_special_tokens=True) == sp.decode(sp.encode(text))

@@ -18,7 +18,14 @@ import mlx.core as mx
 from lacy_mlx.runtime.decoder import Decoder, Step
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
-from lacy_mlx.runtime.inject import Messages, Placement, SpecialIds, encode_prompt, inline_evidence_ids
+from lacy_mlx.runtime.inject import (
+    Messages,
+    Placement,
+    SpecialIds,
+    encode_prompt,
+    inline_evidence_ids,
+    titled_passages,
+)
 from lacy_mlx.runtime.output import OutputText
 from lacy_mlx.runtime.policy import GateConfig, GatePolicy
 
@@ -176,8 +183,8 @@ class Cascade:
             self.errors += 1
             yield DelegateError(-1, self._delegate_name(), outcome.reason or "no passages", outcome.error)
             return
-        self.prompt = encode_prompt(self.tokenizer, self.prompt_in, passages=help_.passages,
-                                    placement=self.s.placement)
+        self.prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement,
+                                    passages=titled_passages(help_.passages, help_.hits))
         self.context = list(self.prompt.ids)
         yield Evidence(-1, help_.text, "evidence", "prefix", help_.sources, len(self.prompt.ids))
 
@@ -244,7 +251,8 @@ class Cascade:
 
     def _inject_prefix(self, help_: Any) -> Iterator[Event]:
         self.out.drop_held()
-        prompt = encode_prompt(self.tokenizer, self.prompt_in, passages=help_.passages, placement=self.s.placement)
+        prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement,
+                               passages=titled_passages(help_.passages, help_.hits))
         self.context = list(prompt.ids) + list(self.out.ids)
         yield Evidence(self.steps - 1, help_.text, "evidence", "prefix", help_.sources, len(prompt.ids))
         self.policy.hold_until_sentence_end()  # FLARE: one retrieval per sentence
