@@ -68,11 +68,13 @@ def answer_questions(
     *,
     mode: Mode,
     max_tokens: int = 48,
+    max_sentences: int | None = None,
     gate: Any = None,
     progress: Callable[[Answer], None] | None = None,
 ) -> QAReport:
     """Answer every question as a one-turn chat with ``lacy`` in ``mode``; ``gate`` (a
-    :class:`lacy_mlx.GateConfig`) is used in ``gate`` mode (default: ``lacy.gate``)."""
+    :class:`lacy_mlx.GateConfig`) is used in ``gate`` mode (default: ``lacy.gate``). Answers end
+    after ``max_tokens`` tokens or ``max_sentences`` sentences."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if mode != "alone" and lacy.delegate is None:
@@ -83,7 +85,7 @@ def answer_questions(
     for q in questions:
         t0 = time.perf_counter()
         result = lacy.generate(_prompt(lacy, q.question), max_tokens=max_tokens, gate=cfg,
-                               retrieve_first=mode == "first")
+                               retrieve_first=mode == "first", max_sentences=max_sentences)
         answer = Answer(q, result.text, q.matches(result.text), len(result.calls), result.stats.tokens,
                         time.perf_counter() - t0, tuple(result.sources))
         answers.append(answer)

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default="alone,first,gate", help="comma-separated: alone, first, gate (default all)")
     p.add_argument("--sweep", help="gate mode: comma-separated entropy thresholds to run in turn, e.g. 2,2.5,3")
     p.add_argument("--max-tokens", type=int, default=48, help="most tokens per answer (default 48)")
+    p.add_argument("--sentences", type=int, default=1, help="answers end after this many sentences (default 1)")
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--json", action="store_true", help="print the summaries (and answers) as JSON")
     p.add_argument("--show", action="store_true", help="print every answer as it is scored")
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for mode in modes:
         for gate in gates if mode == "gate" else [None]:
             reports.append(answer_questions(lacy, questions, mode=mode, max_tokens=args.max_tokens, gate=gate,
+                                            max_sentences=args.sentences,
                                             progress=show))
             s = reports[-1].summary()
             print(f"{mode}: accuracy {s['accuracy']:.3f}, {s['calls_per_answer']:.2f} calls per answer",

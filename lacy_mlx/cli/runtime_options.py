@@ -31,6 +31,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="inline: evidence in the KV cache (models with <CALL>/<EVIDENCE>); prefix: FLARE style")
     p.add_argument("--query", choices=["text", "latent"], default="text",
                    help="retrieval query: masked current sentence, or the model's query tower")
+    p.add_argument("--placement", choices=["system", "user"], default="system",
+                   help="prefix injection in chat prompts: passages in the system turn (default) or the user's")
     p.add_argument("-k", type=int, default=None,
                    help="passages retrieved per call (default: the model's lacy.retrieval.k, else 3)")
 
@@ -62,7 +64,7 @@ def build_lacy(args: argparse.Namespace) -> Any:
         delegate = ModelDelegate.load(args.helper_model, max_words=args.helper_words)
     lacy = lacy_mlx.load(args.model, db=store_for(args), delegate=delegate, injection=args.injection,
                          query=args.query, k=args.k, anchor=True if args.anchor else None,
-                         retrieve_first=True if args.retrieve_first else None)
+                         retrieve_first=True if args.retrieve_first else None, placement=args.placement)
     lacy.gate = lacy.gate.with_(**gate_changes(args))
     return lacy
 

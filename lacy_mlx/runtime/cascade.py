@@ -41,6 +41,7 @@ class RunSettings:
     need_hidden: bool = False
     retrieve_first: bool = False  # ask the delegate once with the question before the first token
     placement: Placement = "system"  # where prefix injection puts passages in chat messages
+    max_sentences: int | None = None  # stop (finish "stop") once this many sentences are out
 
 
 class _Timers:
@@ -74,7 +75,7 @@ class Cascade:
         self.prompt = encode_prompt(tokenizer, prompt)
         self.context: list[int] = list(self.prompt.ids)
         self.t = _Timers()
-        self.steps = self.syncs = self.errors = 0
+        self.steps = self.syncs = self.errors = self.sentences = 0
         self._speculated = False  # whether a step after the one being read was built (and fed)
 
     # ---- the loop --------------------------------------------------------------------------
@@ -113,6 +114,9 @@ class Cascade:
             else:
                 self.context.append(token)
                 yield from self._emit(token, ent, pc, ptop)
+            if self.s.max_sentences is not None and self.sentences >= self.s.max_sentences:
+                finish = "stop"
+                break
             if nxt is None:  # the last token was emitted
                 break
             step = nxt
@@ -143,6 +147,7 @@ class Cascade:
         )
         yield from events
         if ended:
+            self.sentences += 1
             self.policy.sentence_ended()
 
     # ---- calls -----------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class Lacy:
         sampling: Sampling | Callable | None = None,
         gate: GateConfig | None = None,
         retrieve_first: bool | None = None,
+        max_sentences: int | None = None,
         **gate_changes: Any,
     ) -> Iterator[Event]:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
@@ -102,6 +103,7 @@ class Lacy:
         this object's gate for this call; keyword ``gate_changes`` (``mode``, ``call_threshold``,
         ``entropy_threshold``, ``budget``, ...) adjust it. ``retrieve_first`` (default: this
         object's) asks the delegate once with the question before the first token.
+        ``max_sentences`` ends the answer (finish reason ``stop``) after that many sentences.
         """
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
@@ -120,7 +122,7 @@ class Lacy:
             settings=RunSettings(
                 max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
                 retrieve_first=self.retrieve_first if retrieve_first is None else retrieve_first,
-                placement=self.placement,
+                placement=self.placement, max_sentences=max_sentences,
             ),
         )
         try:
@@ -164,6 +166,7 @@ def load(
     max_evidence_tokens: int = 256,
     anchor: bool | None = None,
     retrieve_first: bool | None = None,
+    placement: Placement = "system",
 ) -> Lacy:
     """Load a model and wire the runtime around it.
 
@@ -184,6 +187,8 @@ def load(
       model's ``lacy.retrieval.anchor``, else only when the masked sentence is too short).
     - ``retrieve_first``: retrieve with the question before the first token (default: the
       model's ``lacy.retrieval.first``, else False).
+    - ``placement``: where prefix injection puts passages in chat prompts: under a one-line
+      instruction in the system turn (default, measured best on SmolLM2) or before the user's text.
     """
     if model is None:
         from lacy_mlx.defaults import default_model_dir
@@ -215,7 +220,8 @@ def load(
         retrieve_first = bool(retrieval.get("first", False))
     name = Path(str(model)).name if not isinstance(model, tuple) else "model"
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
-                store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first)
+                store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
+                placement=placement)
 
 
 def _load_model(model: Any) -> tuple[Any, Any, Path | None, LacySection | None]:
