@@ -8,6 +8,7 @@ which keeps it) or the greedy token (trimmed from the cache when help replaces i
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from lacy_mlx.runtime.decoder import Decoder, Step
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
 from lacy_mlx.runtime.inject import Messages, SpecialIds, encode_prompt, inline_evidence_ids
+from lacy_mlx.runtime.kinds import FinishReason
 from lacy_mlx.runtime.output import OutputText
 from lacy_mlx.runtime.policy import GateConfig, GatePolicy
+from lacy_mlx.runtime.prompt_cache import PromptCache
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,17 @@ class _Timers:
 
 
 class Cascade:
-    """One generation; iterate it for events. ``context`` ends as the ids the SLM's cache holds."""
+    """One generation; iterate it for events. ``context`` ends as the ids the SLM's cache holds.
+
+    ``cancel``: when set (from any thread), the loop stops before its next step and ends with
+    ``Done(finish_reason="cancelled")``. ``reuse``: a :class:`PromptCache` whose common prefix
+    with the prompt is not prefilled again (``Done.cached_tokens``); after a run that finished, it
+    holds this run's context, for the next request of a conversation.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, prompt: str | Messages, *, specials: SpecialIds,
-                 delegate: Delegate | None, sampler: Any, settings: RunSettings) -> None:
+                 delegate: Delegate | None, sampler: Any, settings: RunSettings,
+                 cancel: threading.Event | None = None, reuse: PromptCache | None = None) -> None:
         self.tokenizer = tokenizer
         self.prompt_in = prompt
         self.specials = specials
@@ -66,15 +76,21 @@ class Cascade:
         self.context: list[int] = list(self.prompt.ids)
         self.t = _Timers()
         self.steps = self.syncs = self.errors = 0
+        self.cancel = cancel or threading.Event()
+        self.reuse = reuse
+        self.cached_tokens = 0
         self._speculated = False  # whether a step after the one being read was built (and fed)
 
     # ---- the loop --------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Event]:
         t0 = time.perf_counter()
-        step = self._feed(self.prompt.ids)
-        finish = "length"
+        step = self._feed_prompt()
+        finish: FinishReason = "length"
         while len(self.out) < self.s.max_tokens:
+            if self.cancel.is_set():
+                finish = "cancelled"
+                break
             # Build the next step before reading this one (overlap), unless this one is the last.
             nxt = None
             if len(self.out) + 1 < self.s.max_tokens:
@@ -108,7 +124,23 @@ class Cascade:
             if self.steps % 256 == 0:
                 mx.clear_cache()
         yield from self.out.flush()
+        if self.reuse is not None:
+            self._keep_cache()
         yield self._done(finish, time.perf_counter() - t0)
+
+    def _feed_prompt(self) -> Step:
+        ids = self.prompt.ids
+        if self.reuse is not None:
+            self.cached_tokens = self.reuse.reuse(ids)
+            self.dec.adopt(self.reuse.cache, self.cached_tokens)
+            self.reuse.ids = []  # until this run finishes, the cache's content is not known
+        return self._feed(ids[self.cached_tokens :])
+
+    def _keep_cache(self) -> None:
+        """Hand the cache to ``reuse``: it holds ``context`` (plus at most one speculated token)."""
+        assert self.reuse is not None
+        self.reuse.cache = self.dec.cache
+        self.reuse.commit(self.context[: min(self.dec.offset, len(self.context))])
 
     def _params(self) -> mx.array | None:
         if not self.gated:
@@ -231,7 +263,7 @@ class Cascade:
         self.dec.reset()
         return self._feed(self.context)
 
-    def _done(self, finish: str, seconds: float) -> Done:
+    def _done(self, finish: FinishReason, seconds: float) -> Done:
         gen_s = max(seconds - self.t.prompt, 1e-9)
         n = len(self.out.ids)
         return Done(
@@ -250,4 +282,5 @@ class Cascade:
             inject_s=self.t.inject,
             host_syncs=self.syncs,
             delegate_errors=self.errors,
+            cached_tokens=self.cached_tokens,
         )

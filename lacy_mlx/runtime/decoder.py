@@ -82,6 +82,11 @@ class Decoder:
         self.cache = make_prompt_cache(self.model)
         self.offset = 0
 
+    def adopt(self, cache: list, offset: int) -> None:
+        """Continue from ``cache`` (mlx-lm's cache list for this model) holding ``offset`` tokens."""
+        self.cache = cache
+        self.offset = offset
+
     def trim(self, n: int) -> None:
         """Drop the last ``n`` tokens from the KV cache (mlx-lm's trim helper)."""
         if n <= 0:

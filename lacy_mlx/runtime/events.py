@@ -8,7 +8,12 @@ on without help); finally one ``Done`` event with the statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+from lacy_mlx.runtime.kinds import CallReason, FinishReason, HelpKind, Injection
+
+if TYPE_CHECKING:
+    from lacy_mlx.store.records import SearchHit
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,13 @@ class Call:
     """
 
     step: int
-    reason: str
+    reason: CallReason
     entropy: float
     p_call: float
     threshold: tuple[float, float]
     delegate: str
     query: str | None = None
-    hits: tuple[Any, ...] = ()
+    hits: tuple[SearchHit, ...] = ()
     ms: float = 0.0
 
 
@@ -67,8 +72,8 @@ class Evidence:
 
     step: int
     text: str
-    kind: str
-    injection: str
+    kind: HelpKind
+    injection: Injection | str  # "inline" | "prefix" | "append"
     sources: tuple[str, ...] = ()
     tokens: int = 0
 
@@ -87,7 +92,9 @@ class DelegateError:
 class Done:
     """End of a generation and its statistics.
 
-    ``finish_reason``: ``stop`` (end-of-sequence token) or ``length`` (``max_tokens`` reached).
+    ``finish_reason``: ``stop`` (end-of-sequence token), ``length`` (``max_tokens`` reached) or
+    ``cancelled`` (:meth:`lacy_mlx.runtime.stream.Stream.cancel`). ``cached_tokens``: prompt
+    tokens taken from the kept KV cache instead of being prefilled (``reuse_prompt_cache``).
     ``tokens`` counts output tokens (model and delegate); ``steps`` counts SLM decode steps;
     ``call_rate`` = calls / steps. Times are seconds of host wall time: ``gate_s`` is the host
     work of the gate policy (thresholds, budget, decision handling; the gate math itself runs
@@ -96,7 +103,7 @@ class Done:
     ``host_syncs`` counts device-to-host synchronisations in the decode loop (one per step).
     """
 
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int
     tokens: int
     steps: int
@@ -111,6 +118,7 @@ class Done:
     inject_s: float
     host_syncs: int
     delegate_errors: int = 0
+    cached_tokens: int = 0
 
 
 Event = Token | Call | Evidence | DelegateError | Done
