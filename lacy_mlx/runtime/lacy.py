@@ -25,7 +25,7 @@ from lacy_mlx.runtime.delegates import CallbackDelegate, RetrievalDelegate
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Evidence, GenerationResult, Token
 from lacy_mlx.runtime.inject import Messages, SpecialIds, resolve_injection, special_ids
-from lacy_mlx.runtime.kinds import Injection
+from lacy_mlx.runtime.kinds import Injection, QueryKind
 from lacy_mlx.runtime.policy import GateConfig
 from lacy_mlx.runtime.prompt_cache import PromptCache
 from lacy_mlx.runtime.stream import Stream
@@ -34,6 +34,8 @@ from lacy_mlx.tokens import LacySection
 if TYPE_CHECKING:
     from mlx_lm.tokenizer_utils import TokenizerWrapper
 
+    from lacy_mlx.embed import Embedder
+    from lacy_mlx.query_tower import QueryTower
     from lacy_mlx.store import Store
 
 Sampler = Callable[[mx.array], mx.array]
@@ -195,14 +197,14 @@ class Lacy:
 def load(
     model: str | Path | tuple[Any, Any],
     *,
-    db: str | Path | Any = None,
-    embedder: Any = None,
-    delegate: Any = None,
+    db: str | Path | Store | None = None,
+    embedder: Embedder | None = None,
+    delegate: Delegate | Callable[[CallContext], object] | None = None,
     gate: GateConfig | None = None,
-    injection: str = "auto",
-    query: str = "text",
+    injection: Injection = "auto",
+    query: QueryKind = "text",
     k: int | None = None,
-    tower: Any = None,
+    tower: QueryTower | None = None,
     max_evidence_tokens: int = 256,
 ) -> Lacy:
     """Load a model and wire the runtime around it.
@@ -276,6 +278,8 @@ def _open_store(db: Any, embedder: Any) -> Any:
         return None
     if hasattr(db, "search"):
         return db
+    from lacy_mlx.embed import Embedder
+    from lacy_mlx.query_tower import QueryTower
     from lacy_mlx.store import Store
 
     return Store.open(db, embedder=embedder, create=False)
