@@ -8,6 +8,7 @@ sentences), ``cascade`` (the decode loop), ``events`` (what it yields), ``lacy``
 from lacy_mlx.runtime.delegates import (
     CallbackDelegate,
     CallContext,
+    Delegate,
     Help,
     LatentQuery,
     ModelDelegate,
@@ -17,12 +18,14 @@ from lacy_mlx.runtime.delegates import (
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
 from lacy_mlx.runtime.lacy import Lacy, Sampling, load
 from lacy_mlx.runtime.policy import CallBudget, GateConfig
+from lacy_mlx.runtime.stream import Stream
 
 __all__ = [
     "Call",
     "CallBudget",
     "CallContext",
     "CallbackDelegate",
+    "Delegate",
     "DelegateError",
     "Done",
     "Event",
@@ -35,6 +38,7 @@ __all__ = [
     "ModelDelegate",
     "RetrievalDelegate",
     "Sampling",
+    "Stream",
     "TextQuery",
     "Token",
     "load",

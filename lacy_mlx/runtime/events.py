@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lacy_mlx.runtime.kinds import CallReason, FinishReason, HelpKind, Injection
+from lacy_mlx.runtime.kinds import CallReason, FinishReason, HelpKind, Injection, TokenSource
 
 if TYPE_CHECKING:
     from lacy_mlx.store.records import SearchHit
@@ -31,7 +31,7 @@ class Token:
     text: str
     id: int
     step: int
-    source: str = "model"
+    source: TokenSource = "model"
     entropy: float | None = None
     p_call: float | None = None
 

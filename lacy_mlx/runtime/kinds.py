@@ -18,5 +18,8 @@ HelpKind = Literal["evidence", "continuation"]
 CallReason = Literal["call", "entropy", "call+entropy"]
 """Which criterion fired the gate."""
 
+TokenSource = Literal["model", "delegate"]
+"""Who wrote a token: the SLM, or a model delegate's continuation."""
+
 FinishReason = Literal["stop", "length", "cancelled"]
 """End-of-sequence token, ``max_tokens`` reached, or the host cancelled the stream."""

@@ -297,9 +297,9 @@ def _load_tower(model_dir: Path | None) -> Any:
     return tower
 
 
-def _as_delegate(delegate: Any) -> Any:
+def _as_delegate(delegate: Delegate | Callable[[CallContext], object] | None) -> Delegate | None:
     if delegate is None or hasattr(delegate, "name") and callable(delegate) and not _is_plain_function(delegate):
-        return delegate
+        return delegate  # type: ignore[return-value]
     if callable(delegate):
         return CallbackDelegate(delegate)
     raise InputError(f"delegate must be a delegate object or a function, got {type(delegate).__name__}")
