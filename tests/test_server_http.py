@@ -190,3 +190,25 @@ def test_disconnect_while_queued_frees_the_slot(plain_server):
         assert wait_until(lambda: plain_server.worker.counts()["waiting"] == 0)
     finally:
         release.set()
+
+
+def test_serve_cli_checks_before_loading_and_passes_the_model_through(monkeypatch, capsys, tiny_dir):
+    from lacy_mlx.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--model", str(tiny_dir)]) == 1
+    assert "API key" in capsys.readouterr().err
+    seen = {}
+    lacy = lacy_mlx.load(str(tiny_dir))
+
+    def fake_load(model, **kw):
+        seen["model"], seen["kw"] = model, kw
+        return lacy
+
+    def fake_serve(lacy_, config, verbose):
+        seen["config"] = config
+
+    monkeypatch.setattr(lacy_mlx, "load", fake_load)
+    monkeypatch.setattr("lacy_mlx.server.serve", fake_serve)
+    assert main(["serve", "--port", "0", "--gate", "entropy", "--queue-size", "3"]) == 0
+    assert seen["model"] is None  # no --model: load() picks the embedded default itself
+    assert seen["config"].queue_size == 3 and lacy.gate.mode == "entropy"
