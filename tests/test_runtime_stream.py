@@ -96,3 +96,25 @@ def test_prompt_cache_dropped_after_an_interrupted_stream(tiny):
         if i == 1:
             break
     assert lacy.generate(PROMPT, max_tokens=4).stats.cached_tokens == 0
+
+
+@pytest.mark.parametrize("mode", ["off", "entropy"])
+def test_logprobs_match_a_full_softmax(tiny, mode):
+    import mlx.core as mx
+    import numpy as np
+
+    model, tok = tiny
+    lacy = lacy_mlx.load(tiny, gate=GateConfig(mode=mode, entropy_threshold=99.0))
+    toks = [e for e in lacy.stream(PROMPT, max_tokens=6, logprobs=3) if isinstance(e, Token) and e.id >= 0]
+    ids = list(tok.encode(PROMPT)) + [t.id for t in toks]
+    logits = model(mx.array(ids)[None])[0].astype(mx.float32)
+    if mode != "off":  # the gate masks the lacy tokens: the distribution tokens are drawn from
+        specials = [lacy.specials.call, lacy.specials.evidence_start, lacy.specials.evidence_end]
+        logits = logits.at[:, specials].add(-mx.inf)
+    lp = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+    n0 = len(ids) - len(toks)
+    for i, t in enumerate(toks):
+        row = lp[n0 + i - 1]
+        assert abs(t.logprob - row[t.id]) < 1e-3
+        assert [a for a, _ in t.top_logprobs] == list(np.argsort(-row)[:3])
+        assert t.top_logprobs[0][0] == t.id  # greedy: the best one was emitted

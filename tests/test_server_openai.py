@@ -60,6 +60,24 @@ def test_completions_stream_and_not(plain_server, tiny_dir):
     assert parts[-1].choices[0].finish_reason == "length"
 
 
+def test_logprobs_chat_and_completions(plain_server, tiny_dir):
+    c = client(plain_server)
+    model = plain_server.model_id
+    ref = [e for e in lacy_mlx.load(str(tiny_dir)).stream(MSGS, max_tokens=6, logprobs=2)
+           if isinstance(e, lacy_mlx.Token) and e.id >= 0]
+    r = c.chat.completions.create(model=model, messages=MSGS, max_tokens=6, logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert [round(x.logprob, 4) for x in content] == [round(t.logprob, 4) for t in ref]
+    assert all(len(x.top_logprobs) == 2 and x.top_logprobs[0].logprob >= x.top_logprobs[1].logprob for x in content)
+    assert c.chat.completions.create(model=model, messages=MSGS, max_tokens=2).choices[0].logprobs is None
+    streamed = list(c.chat.completions.create(model=model, messages=MSGS, max_tokens=6, logprobs=True, stream=True))
+    entries = [x for ch in streamed if ch.choices and ch.choices[0].logprobs for x in ch.choices[0].logprobs.content]
+    assert [round(x.logprob, 4) for x in entries] == [round(t.logprob, 4) for t in ref]
+    comp = c.completions.create(model=model, prompt="Marie Curie was born in", max_tokens=5, logprobs=1)
+    lp = comp.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 5
+
+
 def test_stop_sequence_cuts_the_text(plain_server):
     c = client(plain_server)
     model = plain_server.model_id
@@ -112,7 +130,8 @@ def test_models_list_and_retrieve(plain_server):
     ({"n": 2}, "n"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
     ({"max_tokens": 10**6}, "max_tokens"),
     ({"temperature": 5}, "temperature"),
     ({"extra_body": {"frobnicate": 1}}, "frobnicate"),

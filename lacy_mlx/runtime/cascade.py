@@ -35,6 +35,7 @@ class RunSettings:
     injection: str  # "inline" or "prefix"
     max_evidence_tokens: int = 256
     need_hidden: bool = False
+    logprobs: int | None = None
 
 
 class _Timers:
@@ -68,6 +69,7 @@ class Cascade:
             call_id=specials.call,
             masked_ids=specials.all if self.gated else (),
             need_hidden=settings.need_hidden and self.gated,
+            logprobs=settings.logprobs,
         )
         hold = self.gated and not self.inline and delegate is not None
         self.out = OutputText(tokenizer, hold_sentences=hold)
@@ -117,7 +119,7 @@ class Cascade:
                 break
             else:
                 self.context.append(token)
-                yield from self._emit(token, ent, pc, ptop)
+                yield from self._emit(token, ent, pc, ptop, lp=step.logprob())
             if nxt is None:  # the last token was emitted
                 break
             step = nxt
@@ -156,11 +158,12 @@ class Cascade:
         step.thresholds = self.policy.last_thresholds
         return step
 
-    def _emit(self, token: int, ent: float, pc: float, ptop: float, source: str = "model") -> Iterator[Event]:
+    def _emit(self, token: int, ent: float, pc: float, ptop: float, source: str = "model",
+              lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
         gated = self.gated and source == "model"
         events, ended = self.out.add(
             token, self.steps - 1, source=source, entropy=ent if gated else None,
-            p_call=pc if gated else None, confidence=ptop if gated else 1.0,
+            p_call=pc if gated else None, confidence=ptop if gated else 1.0, logprob=lp,
         )
         yield from events
         if ended:
@@ -182,11 +185,11 @@ class Cascade:
         if help_ is None:
             self.errors += 1
             yield DelegateError(self.steps - 1, self._delegate_name(), outcome.reason, outcome.error)
-            return (yield from self._decode_on(token, ent, pc, ptop))
+            return (yield from self._decode_on(token, ent, pc, ptop, step.logprob()))
         t_inj = time.perf_counter()
         try:
             if help_.kind == "continuation":
-                return (yield from self._append_continuation(help_, token, ent, pc, ptop))
+                return (yield from self._append_continuation(help_, token, ent, pc, ptop, step.logprob()))
             if self.inline:
                 return (yield from self._inject_inline(help_))
             return (yield from self._inject_prefix(help_))
@@ -217,7 +220,8 @@ class Cascade:
     def _delegate_name(self) -> str:
         return getattr(self.delegate, "name", "none") if self.delegate is not None else "none"
 
-    def _decode_on(self, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+    def _decode_on(self, token: int, ent: float, pc: float, ptop: float,
+                   lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
         """No help: emit the SLM's own token, as if the gate had not fired."""
         # The speculative step fed <CALL> (inline) or this token with the pre-call gate params:
         # trim it and feed the token again so the cool-down applies to the step after it.
@@ -225,7 +229,7 @@ class Cascade:
         if token in self.eos:
             return None
         self.context.append(token)
-        yield from self._emit(token, ent, pc, ptop)
+        yield from self._emit(token, ent, pc, ptop, lp=lp)
         return self._feed([token])
 
     def _drop_speculated(self) -> None:
@@ -233,11 +237,12 @@ class Cascade:
             self.dec.trim(1)
             self._speculated = False
 
-    def _append_continuation(self, help_: Any, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+    def _append_continuation(self, help_: Any, token: int, ent: float, pc: float, ptop: float,
+                             lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
         ids = list(self.tokenizer.encode(help_.text, add_special_tokens=False))
         ids = ids[: max(0, self.s.max_tokens - len(self.out))]
         if not ids:
-            return (yield from self._decode_on(token, ent, pc, ptop))
+            return (yield from self._decode_on(token, ent, pc, ptop, lp))
         self._drop_speculated()  # the delegate's text replaces the speculative token
         yield Evidence(self.steps - 1, help_.text, "continuation", "append", help_.sources, len(ids))
         for tid in ids:

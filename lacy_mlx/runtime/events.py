@@ -24,6 +24,8 @@ class Token:
     multi-byte character is incomplete). ``source`` is ``"model"`` for the SLM's own tokens and
     ``"delegate"`` for tokens a model delegate wrote. ``entropy`` (nats) and ``p_call`` are the
     gate's statistics at this step (None when the gate is off or for delegate tokens).
+    ``logprob`` / ``top_logprobs`` (``stream(..., logprobs=k)`` only, SLM tokens only): the
+    token's log-probability and the ``k`` most likely (id, log-probability) pairs, best first.
     The last event of a generation may carry ``id == -1``: text the detokenizer held back
     (an incomplete character, a trailing space), no new token.
     """
@@ -34,6 +36,8 @@ class Token:
     source: TokenSource = "model"
     entropy: float | None = None
     p_call: float | None = None
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)

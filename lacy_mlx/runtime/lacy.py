@@ -118,6 +118,7 @@ class Lacy:
         max_tokens: int = 256,
         sampling: Sampling | Sampler | None = None,
         gate: GateConfig | None = None,
+        logprobs: int | None = None,
         **gate_changes: GateChange,
     ) -> Stream:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
@@ -131,8 +132,11 @@ class Lacy:
         ``sampling``: a :class:`Sampling`, an mlx-lm sampler (log-probabilities -> token), or
         None (greedy). ``gate`` replaces this object's gate for this call; keyword
         ``gate_changes`` (``mode``, ``call_threshold``, ``entropy_threshold``, ``budget``, ...)
-        adjust it.
+        adjust it. ``logprobs``: None (off), or ``k`` >= 0: each SLM ``Token`` carries its
+        log-probability and the ``k`` most likely alternatives (one more small read per step).
         """
+        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0):
+            raise InputError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if isinstance(prompt, str) and not prompt:
@@ -147,7 +151,7 @@ class Lacy:
             specials=self.specials,
             delegate=self.delegate,
             sampler=sampler,
-            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden),
+            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden, logprobs),
             reuse=self._cache_to_reuse(),
         )
         return Stream(self, run)

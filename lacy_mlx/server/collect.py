@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, Token
 from lacy_mlx.server.responses import CallRecord, Transcript
 from lacy_mlx.server.stops import StopText
+from lacy_mlx.server.worker import Scored
 
 
 class Collector:
@@ -19,9 +20,21 @@ class Collector:
         self.transcript = Transcript()
         self.stop = StopText(stops)
         self.on_stop = on_stop
+        self.pending: list[dict[str, object]] = []
 
-    def add(self, ev: Event) -> str:
+    def take_logprobs(self) -> list[dict[str, object]]:
+        """Log-probability entries not yet sent (a stream sends them with its next chunk)."""
+        out, self.pending = self.pending, []
+        return out
+
+    def add(self, ev: Event | Scored) -> str:
         t = self.transcript
+        if isinstance(ev, Scored):
+            if not self.stop.stopped:
+                entry = {**ev.entry, "text_offset": len(t.text) + len(self.stop.buf)}
+                t.logprobs.append(entry)
+                self.pending.append(entry)
+            ev = ev.token
         if isinstance(ev, Token):
             if self.stop.stopped:
                 return ""

@@ -212,6 +212,8 @@ class Handler(BaseHTTPRequestHandler):
             self._wait_started(items)
             ids = Ids(kind, app.model_id)
             collector = Collector(req.stop, job.cancel)
+            if req.logprobs is not None:
+                collector.transcript.logprobs = []
             if req.stream:
                 self._stream(items, ids, collector, req.include_usage)
             else:
@@ -289,13 +291,15 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._sse = True
         self._event(chunk(ids, role=True, include_usage=include_usage) if ids.kind == "chat" else None)
+        t_lp = collector.transcript.logprobs is not None
         try:
             for item in items:
                 if isinstance(item, BaseException):
                     raise item
                 text = collector.add(item)  # type: ignore[arg-type]
                 if text:
-                    self._event(chunk(ids, text, include_usage=include_usage))
+                    lps = collector.take_logprobs() if t_lp else None
+                    self._event(chunk(ids, text, include_usage=include_usage, logprobs=lps))
         except (_ClientGone, BrokenPipeError, ConnectionResetError):
             raise
         except Exception as exc:  # headers are out: an error event, then close (no [DONE])
@@ -305,7 +309,8 @@ class Handler(BaseHTTPRequestHandler):
         extra: JSON = {"lacy": t.lacy(app.gate_json())}
         if ids.kind == "chat":
             extra["annotations"] = t.annotations()
-        self._event(chunk(ids, finish=t.finish, include_usage=include_usage, extra=extra))
+        self._event(chunk(ids, finish=t.finish, include_usage=include_usage, extra=extra,
+                          logprobs=collector.take_logprobs() if t_lp else None))
         if include_usage:
             self._event(usage_chunk(ids, t))
         self._write(b"data: [DONE]\n\n")

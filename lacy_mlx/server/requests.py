@@ -1,7 +1,7 @@
 """OpenAI request bodies -> checked, typed requests; everything else is a 400 that says why.
 
 Parameters that would change the output and are not implemented (``n`` > 1, ``tools``,
-``response_format`` other than text, ``logprobs``, penalties, ``logit_bias``, ``echo``, ...) are
+``response_format`` other than text, penalties, ``logit_bias``, ``echo``, ...) are
 rejected, never ignored. Parameters that change nothing (``user``, ``metadata``, ``store``, ...)
 are accepted. Unknown keys are rejected too: a typo must not pass silently. lacy-specific
 options ride in one namespaced field, ``"lacy": {...}`` (``extra_body`` in the openai client).
@@ -74,6 +74,7 @@ class GenerationRequest:
     stream: bool = False
     include_usage: bool = False
     lacy: LacyOptions = field(default_factory=LacyOptions)
+    logprobs: int | None = None  # None: off; k: each token's log-probability and the top k
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def parse_generation(body: JSON, kind: Literal["chat", "completion"], *, default
             raise ApiError(400, "stream_options must be an object", param="stream_options")
         include_usage = _typed(options, "include_usage", bool, False, prefix="stream_options.")
     return GenerationRequest(kind, prompt, max_tokens, _sampling(body), _stops(body), stream, include_usage,
-                             _lacy_options(body))
+                             _lacy_options(body), _logprobs(body, kind))
 
 
 def parse_embeddings(body: JSON) -> EmbeddingRequest:
@@ -153,8 +154,6 @@ def _reject_unsupported(body: JSON, kind: str) -> None:
     fmt = body.get("response_format")
     if fmt is not None and fmt != {"type": "text"}:
         raise _unsupported("response_format", "only plain text output ({'type': 'text'})")
-    if body.get("logprobs") not in (None, False, 0) or body.get("top_logprobs") not in (None, 0):
-        raise _unsupported("logprobs", "log-probabilities are not returned")
     for key in ("presence_penalty", "frequency_penalty"):
         if body.get(key) not in (None, 0, 0.0):
             raise _unsupported(key, "leave it at 0")
@@ -204,6 +203,24 @@ def _prompt(body: JSON) -> str:
         raise ApiError(400, "prompt must be a non-empty string (one prompt per request; token arrays are not "
                        "supported)", param="prompt")
     return prompt
+
+
+def _logprobs(body: JSON, kind: str) -> int | None:
+    """Chat: ``logprobs`` (bool) and ``top_logprobs`` (0-20); completions: ``logprobs`` (0-5)."""
+    value, top = body.get("logprobs"), body.get("top_logprobs")
+    if kind == "completion":
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5:
+            raise ApiError(400, "logprobs must be an integer in [0, 5] for completions", param="logprobs")
+        return value
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, "logprobs must be true or false", param="logprobs")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20):
+        raise ApiError(400, "top_logprobs must be an integer in [0, 20]", param="top_logprobs")
+    if top and not value:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    return (top or 0) if value else None
 
 
 def _max_tokens(body: JSON, default: int, cap: int) -> int:

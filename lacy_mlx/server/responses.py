@@ -65,6 +65,7 @@ class Transcript:
     calls: list[CallRecord] = field(default_factory=list)
     done: Done | None = None
     finish: Literal["stop", "length"] = "length"
+    logprobs: list[JSON] | None = None  # a list when the request asked for them
 
     def annotations(self) -> list[JSON]:
         """``url_citation`` per hit of each call whose evidence was used: from the call's output
@@ -121,19 +122,31 @@ class Ids:
                 "system_fingerprint": "lacy-mlx"}
 
 
+def logprobs_json(kind: str, entries: list[JSON] | None) -> JSON | None:
+    """OpenAI's ``logprobs`` of a choice: chat ``{content: [...]}``, completions the four lists."""
+    if entries is None:
+        return None
+    if kind == "chat":
+        return {"content": [{k: v for k, v in e.items() if k != "text_offset"} for e in entries], "refusal": None}
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{x["token"]: x["logprob"] for x in e["top_logprobs"]} for e in entries],  # type: ignore[attr-defined]
+            "text_offset": [e["text_offset"] for e in entries]}
+
+
 def completion(ids: Ids, t: Transcript, gate: JSON) -> JSON:
     """The non-streaming response body."""
     if ids.kind == "chat":
         choice: JSON = {"index": 0, "message": {"role": "assistant", "content": t.text, "refusal": None,
                                                 "annotations": t.annotations()},
-                        "logprobs": None, "finish_reason": t.finish}
+                        "logprobs": logprobs_json("chat", t.logprobs), "finish_reason": t.finish}
     else:
-        choice = {"index": 0, "text": t.text, "logprobs": None, "finish_reason": t.finish}
+        choice = {"index": 0, "text": t.text, "logprobs": logprobs_json("completion", t.logprobs),
+                  "finish_reason": t.finish}
     return {**ids.head(False), "choices": [choice], "usage": t.usage(), "lacy": t.lacy(gate)}
 
 
 def chunk(ids: Ids, text: str | None = None, *, role: bool = False, finish: str | None = None,
-          include_usage: bool = False, extra: JSON | None = None) -> JSON:
+          include_usage: bool = False, extra: JSON | None = None, logprobs: list[JSON] | None = None) -> JSON:
     """One streaming chunk: the role delta, a text delta, or the final one with ``finish``."""
     if ids.kind == "chat":
         delta: JSON = {}
@@ -143,9 +156,11 @@ def chunk(ids: Ids, text: str | None = None, *, role: bool = False, finish: str 
             delta = {"content": text}
         if extra and "annotations" in extra:
             delta["annotations"] = extra["annotations"]
-        choice: JSON = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        choice: JSON = {"index": 0, "delta": delta, "logprobs": logprobs_json("chat", logprobs),
+                        "finish_reason": finish}
     else:
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        choice = {"index": 0, "text": text or "", "logprobs": logprobs_json("completion", logprobs),
+                  "finish_reason": finish}
     body: JSON = {**ids.head(True), "choices": [choice]}
     if include_usage:
         body["usage"] = None  # OpenAI: null on every chunk but the last when usage is asked for

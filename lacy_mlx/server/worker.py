@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lacy_mlx.runtime.delegates import RetrievalDelegate
+from lacy_mlx.runtime.events import Token
 from lacy_mlx.runtime.lacy import Lacy
 from lacy_mlx.runtime.stream import Stream
 from lacy_mlx.server.requests import GenerationRequest
@@ -32,6 +33,15 @@ class WorkerClosed(Exception):
 @dataclass(frozen=True)
 class Started:
     """Posted once the job's arguments were accepted and generation begins."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A token with its log-probability entry in OpenAI's chat shape (pieces decoded here, on the
+    worker thread, which owns the tokenizer)."""
+
+    token: Token
+    entry: dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -144,11 +154,27 @@ def generation_work(lacy: Lacy, req: GenerationRequest) -> Callable[[Job], None]
         stream = _start(lacy, req)  # bad input raises here, before Started: the client gets a 400
         job.attach(stream)
         job.post(Started())
+        piece = lacy.tokenizer.decode
         with stream:
             for ev in stream:
-                job.post(ev)
+                if req.logprobs is not None and isinstance(ev, Token) and ev.id >= 0:
+                    job.post(Scored(ev, _entry(piece, ev)))
+                else:
+                    job.post(ev)
 
     return work
+
+
+def _entry(piece: Callable[[list[int]], str], tok: Token) -> dict[str, object]:
+    """OpenAI's ``{token, logprob, bytes, top_logprobs}``; a delegate's token gets logprob 0."""
+
+    def one(token_id: int, lp: float) -> dict[str, object]:
+        text = piece([token_id])
+        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
+
+    entry = one(tok.id, tok.logprob if tok.logprob is not None else 0.0)
+    entry["top_logprobs"] = [one(i, v) for i, v in tok.top_logprobs]
+    return entry
 
 
 def _start(lacy: Lacy, req: GenerationRequest) -> Stream:
@@ -165,6 +191,7 @@ def _start(lacy: Lacy, req: GenerationRequest) -> Stream:
         delegate.k = req.lacy.k
     lacy.delegate = delegate  # read once by stream(): the worker thread is the only user
     try:
-        return lacy.stream(req.prompt, max_tokens=req.max_tokens, sampling=req.sampling, **changes)
+        return lacy.stream(req.prompt, max_tokens=req.max_tokens, sampling=req.sampling, logprobs=req.logprobs,
+                           **changes)
     finally:
         lacy.delegate = saved
