@@ -212,3 +212,10 @@ def test_serve_cli_checks_before_loading_and_passes_the_model_through(monkeypatc
     assert main(["serve", "--port", "0", "--gate", "entropy", "--queue-size", "3"]) == 0
     assert seen["model"] is None  # no --model: load() picks the embedded default itself
     assert seen["config"].queue_size == 3 and lacy.gate.mode == "entropy"
+
+
+def test_close_without_serving_returns(tiny_dir):
+    from lacy_mlx.server import LacyServer
+
+    server = LacyServer(lacy_mlx.load(str(tiny_dir)), ServerConfig(port=0))
+    server.close()  # never started: must not wait for a serve loop

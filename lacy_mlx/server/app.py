@@ -39,6 +39,7 @@ class LacyServer:
         self.httpd = HTTPServer((self.config.host, self.config.port), Handler)
         self.httpd.app = self
         self._thread: threading.Thread | None = None
+        self._serving = False
 
     @property
     def url(self) -> str:
@@ -49,7 +50,11 @@ class LacyServer:
 
     def serve_forever(self) -> None:
         """Answer requests until :meth:`close` (or KeyboardInterrupt in the caller)."""
-        self.httpd.serve_forever(poll_interval=0.2)
+        self._serving = True
+        try:
+            self.httpd.serve_forever(poll_interval=0.2)
+        finally:
+            self._serving = False
 
     def start(self) -> LacyServer:
         """Serve on a background thread (tests, apps embedding the server); returns self."""
@@ -59,7 +64,8 @@ class LacyServer:
 
     def close(self) -> None:
         """Stop listening, stop the running generation, answer waiting requests with 503."""
-        self.httpd.shutdown()
+        if self._serving:  # shutdown() waits for serve_forever to return: only call it while serving
+            self.httpd.shutdown()
         self.worker.close()
         self.httpd.server_close()
 
