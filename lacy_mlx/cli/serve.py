@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 from lacy_mlx.cli.runtime_options import add_gate_options, gate_changes
@@ -60,5 +61,10 @@ def run(args: argparse.Namespace) -> int:
     # No --model: load() picks the embedded default model itself.
     lacy = lacy_mlx.load(args.model, db=args.db, injection=args.injection, query=args.query, k=args.k)
     lacy.gate = lacy.gate.with_(**gate_changes(args))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` shuts down as Ctrl-C does: running requests end
     serve(lacy, config, verbose=not args.quiet)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -3,7 +3,9 @@
 Layout: ``policy`` (gate settings, call budget), ``decoder`` (KV cache and lazy gated steps),
 ``hidden`` (hidden states without a second pass), ``delegates/`` (retrieval, model, callback),
 ``inject`` (inline / prefix injection, prompt encoding), ``output`` (detokenised output and
-sentences), ``cascade`` (the decode loop), ``events`` (what it yields), ``lacy`` (``Lacy``, ``load``).
+sentences), ``prompt_cache`` (a KV cache reused across calls), ``cascade`` (the decode loop),
+``events`` (what it yields), ``stream`` (the stoppable ``Stream``), ``kinds`` (the ``Literal``
+types), ``lacy`` (``Lacy``, ``load``).
 """
 from lacy_mlx.runtime.delegates import (
     CallbackDelegate,
