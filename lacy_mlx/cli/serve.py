@@ -6,7 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-from lacy_mlx.cli.runtime_options import add_gate_options, gate_changes
+from lacy_mlx.cli.runtime_options import add_gate_options, add_model_options, build_lacy
 from lacy_mlx.errors import InputError
 
 
@@ -17,11 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="An OpenAI-compatible HTTP server for one model with the gate and delegates. "
         "Binds 127.0.0.1 by default; another address needs an API key. See docs/server.md.",
     )
-    p.add_argument("--model", help="MLX model folder or Hugging Face repo id (default: the embedded model)")
-    p.add_argument("--db", help="knowledge store for retrieval at calls (and /v1/embeddings' encoder)")
-    p.add_argument("--injection", choices=["auto", "inline", "prefix"], default="auto", help="how evidence enters")
-    p.add_argument("--query", choices=["text", "latent"], default="text", help="retrieval query builder")
-    p.add_argument("-k", type=int, default=None, help="passages per call (default: the model's, else 3)")
+    add_model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--api-key", help="require Authorization: Bearer KEY (or set LACY_MLX_API_KEY)")
@@ -51,16 +47,13 @@ def api_key(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import lacy_mlx
     from lacy_mlx.server import ServerConfig, serve
 
     config = ServerConfig(host=args.host, port=args.port, api_key=api_key(args), cors_origins=tuple(args.cors_origin),
                           max_body_bytes=args.max_body_bytes, max_tokens_cap=args.max_tokens_cap,
                           default_max_tokens=args.default_max_tokens, queue_size=args.queue_size,
                           model_id=args.model_id)
-    # No --model: load() picks the embedded default model itself.
-    lacy = lacy_mlx.load(args.model, db=args.db, injection=args.injection, query=args.query, k=args.k)
-    lacy.gate = lacy.gate.with_(**gate_changes(args))
+    lacy = build_lacy(args)  # no --model: load() picks the embedded default model itself
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` shuts down as Ctrl-C does: running requests end
     serve(lacy, config, verbose=not args.quiet)
     return 0

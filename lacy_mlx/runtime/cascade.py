@@ -19,7 +19,14 @@ import mlx.core as mx
 from lacy_mlx.runtime.decoder import Decoder, Step
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
-from lacy_mlx.runtime.inject import Messages, SpecialIds, encode_prompt, inline_evidence_ids
+from lacy_mlx.runtime.inject import (
+    Messages,
+    Placement,
+    SpecialIds,
+    encode_prompt,
+    inline_evidence_ids,
+    titled_passages,
+)
 from lacy_mlx.runtime.kinds import FinishReason
 from lacy_mlx.runtime.output import OutputText
 from lacy_mlx.runtime.policy import GateConfig, GatePolicy
@@ -35,6 +42,8 @@ class RunSettings:
     injection: str  # "inline" or "prefix"
     max_evidence_tokens: int = 256
     need_hidden: bool = False
+    retrieve_first: bool = False  # ask the delegate once with the question before the first token
+    placement: Placement = "system"  # where prefix injection puts passages in chat messages
     logprobs: int | None = None
 
 
@@ -87,6 +96,8 @@ class Cascade:
 
     def __iter__(self) -> Iterator[Event]:
         t0 = time.perf_counter()
+        if self.s.retrieve_first and self.delegate is not None:
+            yield from self._retrieve_first()
         step = self._feed_prompt()
         finish: FinishReason = "length"
         while len(self.out) < self.s.max_tokens:
@@ -196,18 +207,34 @@ class Cascade:
         finally:
             self.t.inject += time.perf_counter() - t_inj
 
-    def _run_delegate(self, step: Step, ent: float, pc: float) -> Outcome:
+    def _retrieve_first(self) -> Iterator[Event]:
+        """Retrieval before the answer: the delegate sees the question alone; its passages go
+        into the prompt before the first token (the baseline the gate is measured against)."""
+        outcome = self._run_delegate(None, 0.0, 0.0)
+        yield Call(-1, "first", 0.0, 0.0, (), self._delegate_name(), outcome.query, tuple(outcome.hits),
+                   outcome.seconds * 1e3)
+        help_ = outcome.help
+        if help_ is None or help_.kind != "evidence":
+            self.errors += 1
+            yield DelegateError(-1, self._delegate_name(), outcome.reason or "no passages", outcome.error)
+            return
+        self.prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement,
+                                    passages=titled_passages(help_.passages, help_.hits))
+        self.context = list(self.prompt.ids)
+        yield Evidence(-1, help_.text, "evidence", "prefix", help_.sources, len(self.prompt.ids))
+
+    def _run_delegate(self, step: Step | None, ent: float, pc: float) -> Outcome:
         if self.delegate is None:
             return Outcome(None, 0.0, "no delegate is configured: pass db=... or delegate=... to lacy_mlx.load", "none")
         tokens, confs = self.out.sentence_pieces()
         ctx = CallContext(
-            step=self.steps - 1,
+            step=max(self.steps - 1, 0),
             prompt=self.prompt.text,
             question=self.prompt.question,
             text=self.out.current_text(),
             sentence_tokens=tokens,
             sentence_confidence=confs,
-            hidden=step.hidden[0] if step.hidden is not None else None,
+            hidden=step.hidden[0] if step is not None and step.hidden is not None else None,
             entropy=ent,
             p_call=pc,
         )
@@ -261,7 +288,8 @@ class Cascade:
 
     def _inject_prefix(self, help_: Any) -> Iterator[Event]:
         self.out.drop_held()
-        prompt = encode_prompt(self.tokenizer, self.prompt_in, passages=help_.passages)
+        prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement,
+                               passages=titled_passages(help_.passages, help_.hits))
         self.context = list(prompt.ids) + list(self.out.ids)
         yield Evidence(self.steps - 1, help_.text, "evidence", "prefix", help_.sources, len(prompt.ids))
         self.policy.hold_until_sentence_end()  # FLARE: one retrieval per sentence

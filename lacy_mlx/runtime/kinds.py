@@ -15,8 +15,8 @@ QueryKind = Literal["text", "latent"]
 HelpKind = Literal["evidence", "continuation"]
 """Passages the SLM reads, or text appended to the output."""
 
-CallReason = Literal["call", "entropy", "call+entropy"]
-"""Which criterion fired the gate."""
+CallReason = Literal["call", "entropy", "call+entropy", "first"]
+"""Which criterion fired the gate (``first``: retrieval before the answer, ``retrieve_first``)."""
 
 TokenSource = Literal["model", "delegate"]
 """Who wrote a token: the SLM, or a model delegate's continuation."""

@@ -23,8 +23,9 @@ from lacy_mlx.errors import InputError, LacyError
 from lacy_mlx.runtime.cascade import Cascade, RunSettings
 from lacy_mlx.runtime.delegates import CallbackDelegate, RetrievalDelegate
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate
+from lacy_mlx.runtime.delegates.retrieval import TextQuery
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Evidence, GenerationResult, Token
-from lacy_mlx.runtime.inject import Messages, SpecialIds, resolve_injection, special_ids
+from lacy_mlx.runtime.inject import Messages, Placement, SpecialIds, resolve_injection, special_ids
 from lacy_mlx.runtime.kinds import Injection, QueryKind
 from lacy_mlx.runtime.policy import GateConfig
 from lacy_mlx.runtime.prompt_cache import PromptCache
@@ -91,6 +92,8 @@ class Lacy:
         store: Store | None = None,
         max_evidence_tokens: int = 256,
         name: str = "model",
+        retrieve_first: bool = False,
+        placement: Placement = "system",
         reuse_prompt_cache: bool = False,
     ) -> None:
         self.model = model
@@ -102,6 +105,8 @@ class Lacy:
         self.injection = resolve_injection(injection, specials)
         self.max_evidence_tokens = max_evidence_tokens
         self.name = name
+        self.retrieve_first = retrieve_first
+        self.placement = placement
         self.last_context: list[int] = []
         self.reuse_prompt_cache = reuse_prompt_cache
         self._prompt_cache: PromptCache | None = None
@@ -118,6 +123,7 @@ class Lacy:
         max_tokens: int = 256,
         sampling: Sampling | Sampler | None = None,
         gate: GateConfig | None = None,
+        retrieve_first: bool | None = None,
         logprobs: int | None = None,
         **gate_changes: GateChange,
     ) -> Stream:
@@ -134,6 +140,8 @@ class Lacy:
         ``gate_changes`` (``mode``, ``call_threshold``, ``entropy_threshold``, ``budget``, ...)
         adjust it. ``logprobs``: None (off), or ``k`` >= 0: each SLM ``Token`` carries its
         log-probability and the ``k`` most likely alternatives (one more small read per step).
+        ``retrieve_first`` (default: this object's) asks the delegate once with the question
+        before the first token.
         """
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0):
             raise InputError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
@@ -151,7 +159,11 @@ class Lacy:
             specials=self.specials,
             delegate=self.delegate,
             sampler=sampler,
-            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden, logprobs),
+            settings=RunSettings(
+                max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
+                retrieve_first=self.retrieve_first if retrieve_first is None else retrieve_first,
+                placement=self.placement, logprobs=logprobs,
+            ),
             reuse=self._cache_to_reuse(),
         )
         return Stream(self, run)
@@ -163,6 +175,7 @@ class Lacy:
         max_tokens: int = 256,
         sampling: Sampling | Sampler | None = None,
         gate: GateConfig | None = None,
+        retrieve_first: bool | None = None,
         **gate_changes: GateChange,
     ) -> GenerationResult:
         """Run :meth:`stream` to the end; the text, the stats and every call (same arguments)."""
@@ -171,7 +184,8 @@ class Lacy:
         evidence: list[Evidence] = []
         errors: list[DelegateError] = []
         done: Done | None = None
-        for ev in self.stream(prompt, max_tokens=max_tokens, sampling=sampling, gate=gate, **gate_changes):
+        for ev in self.stream(prompt, max_tokens=max_tokens, sampling=sampling, gate=gate,
+                              retrieve_first=retrieve_first, **gate_changes):
             if isinstance(ev, Token):
                 parts.append(ev.text)
             elif isinstance(ev, Call):
@@ -199,7 +213,7 @@ class Lacy:
 
 
 def load(
-    model: str | Path | tuple[Any, Any],
+    model: str | Path | tuple[Any, Any] | None = None,
     *,
     db: str | Path | Store | None = None,
     embedder: Embedder | None = None,
@@ -210,12 +224,15 @@ def load(
     k: int | None = None,
     tower: QueryTower | None = None,
     max_evidence_tokens: int = 256,
+    anchor: bool | None = None,
+    retrieve_first: bool | None = None,
 ) -> Lacy:
     """Load a model and wire the runtime around it.
 
     - ``model``: a local MLX folder or a Hugging Face repo id (``mlx_lm.load``), or a
-      ``(model, tokenizer)`` pair already loaded. The <CALL>/evidence ids come from config.json's
-      ``lacy`` section, else from the tokenizer's vocabulary.
+      ``(model, tokenizer)`` pair already loaded; None: the embedded default chat model
+      (SmolLM2-135M-Instruct, :mod:`lacy_mlx.defaults`). The <CALL>/evidence ids come from
+      config.json's ``lacy`` section, else from the tokenizer's vocabulary.
     - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
       :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
       ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
@@ -225,7 +242,15 @@ def load(
     - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
       model with <CALL> and ``entropy`` for one without.
     - ``injection``: ``auto`` | ``inline`` | ``prefix`` (see :mod:`lacy_mlx.runtime.inject`).
+    - ``anchor``: text queries always start with the question's last sentence (default: the
+      model's ``lacy.retrieval.anchor``, else only when the masked sentence is too short).
+    - ``retrieve_first``: retrieve with the question before the first token (default: the
+      model's ``lacy.retrieval.first``, else False).
     """
+    if model is None:
+        from lacy_mlx.defaults import default_model_dir
+
+        model = default_model_dir()
     model_obj, tokenizer, model_dir, section = _load_model(model)
     specials = special_ids(tokenizer, None)
     if section is not None:
@@ -238,15 +263,21 @@ def load(
         mode = "call" if specials.call is not None else "entropy"
         gate = GateConfig.from_section(section.gate if section else {}, mode=mode)
     store = _open_store(db, embedder)
+    retrieval = section.retrieval if section else {}
     if delegate is None and store is not None:
         if query == "latent" and tower is None:
             tower = _load_tower(model_dir)
         if k is None:
-            k = int((section.retrieval if section else {}).get("k", 3))
-        delegate = RetrievalDelegate(store, query=query, tower=tower, k=k)
+            k = int(retrieval.get("k", 3))
+        if anchor is None:
+            anchor = bool(retrieval.get("anchor", False))
+        builder = TextQuery(anchor=anchor) if query == "text" else query
+        delegate = RetrievalDelegate(store, query=builder, tower=tower, k=k)
+    if retrieve_first is None:
+        retrieve_first = bool(retrieval.get("first", False))
     name = Path(str(model)).name if not isinstance(model, tuple) else "model"
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
-                store=store, max_evidence_tokens=max_evidence_tokens, name=name)
+                store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first)
 
 
 def _load_model(model: Any) -> tuple[Any, Any, Path | None, LacySection | None]:
