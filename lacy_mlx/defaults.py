@@ -109,6 +109,15 @@ def _intact(folder: Path) -> bool:
         return False
 
 
+def _remove_stale(folder: Path) -> None:
+    """Drop conversions of this representation under other keys (an older converter or MLX):
+    each is ~0.5 GB and nothing refers to them once the new one is published."""
+    prefix = folder.name.rsplit("-", 1)[0] + "-"
+    for old in folder.parent.glob(prefix + "*"):
+        if old != folder and old.is_dir() and (old / _MANIFEST).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _build(src: Path, folder: Path, rep: str) -> None:
     from lacy_mlx.convert import convert
 
@@ -131,6 +140,7 @@ def _build(src: Path, folder: Path, rep: str) -> None:
         except OSError:  # another process published it first
             if not _intact(folder):
                 raise
+        _remove_stale(folder)
     except OSError as exc:
         raise LacyError(
             f"cannot write the default model into {folder.parent} ({exc}); set LACY_MLX_CACHE to a writable folder"

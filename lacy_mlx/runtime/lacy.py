@@ -256,10 +256,11 @@ def load(
     - ``placement``: where prefix injection puts passages in chat prompts: under a one-line
       instruction in the system turn (default, measured best on SmolLM2) or before the user's text.
     """
+    default_name = None
     if model is None:
-        from lacy_mlx.defaults import default_model_dir
+        from lacy_mlx.defaults import NAME, default_model_dir
 
-        model = default_model_dir()
+        model, default_name = default_model_dir(), NAME
     model_obj, tokenizer, model_dir, section = _load_model(model)
     specials = special_ids(tokenizer, None)
     if section is not None:
@@ -284,7 +285,7 @@ def load(
         delegate = RetrievalDelegate(store, query=builder, tower=tower, k=k)
     if retrieve_first is None:
         retrieve_first = bool(retrieval.get("first", False))
-    name = Path(str(model)).name if not isinstance(model, tuple) else "model"
+    name = default_name or (Path(str(model)).name if not isinstance(model, tuple) else "model")
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
                 store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
                 placement=placement)
