@@ -1,23 +1,104 @@
 """``<CALL>`` surgery: add lacy-mlx's special tokens to a tokenizer and give them embedding rows.
 
-New ids come from the tokenizer (the next free ids). When the embedding matrix already has
-spare rows past the tokenizer's length (common: vocab padded to a multiple of 64/128), those
-rows are reused; otherwise embed_tokens (and an untied lm_head) grow. New rows start as the mean
-of the real tokens' rows. Old rows are untouched, so old tokens' logits cannot change.
+The input embedding and the untied output head are found on the built model (``token_matrices``),
+so no per-family key is needed. New ids come from the tokenizer (the next free ids). When the
+embedding already has spare rows past the tokenizer's length (common: vocab padded to a multiple
+of 64/128), those are reused; otherwise the embedding (and an untied head) grow. New rows start as
+the mean of the real tokens' rows. Old rows are untouched, so old tokens' logits cannot change.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
+import mlx.nn as nn
 
 from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, SPECIAL_TOKENS, LacySection
 
 from .errors import ConvertError, MissingConfigError
-from .families import Family, get_path, set_path
+
+_EMBEDDINGS = (nn.Embedding, nn.QuantizedEmbedding)
+_LINEARS = (nn.Linear, nn.QuantizedLinear)
+
+
+class TokenMatrices(NamedTuple):
+    """Parameter paths (MLX names) of a model's token rows: ``embed`` is the input embedding's
+    weight, ``head`` the untied output head's weight, or None when the head is tied to ``embed``."""
+
+    embed: str
+    head: str | None
+
+
+def token_matrices(model: nn.Module) -> TokenMatrices:
+    """Find the input embedding and the untied output head of a built (mlx-lm) model.
+
+    One probe forward pass is traced without evaluating anything (MLX is lazy, so it costs no
+    memory even for an unloaded model): the embedding is the Embedding / QuantizedEmbedding the
+    token ids go through; the head is the last Linear / QuantizedLinear (or ``as_linear``) whose
+    output is vocabulary-sized, and None when that is the embedding's ``as_linear`` or no Linear
+    does it (tied). Raises ConvertError when the forward pass shows no token embedding.
+    """
+    ids = mx.array([[0]])
+    calls = _trace(model, ids)
+    names = {id(m): path for path, m in model.named_modules()}
+    hits = [c for c in calls if c[1] == "embed" and c[2] is ids]
+    if not hits:
+        raise ConvertError(
+            f"the mlx-lm {type(model).__module__} model does not send the token ids through an "
+            "Embedding layer, so <CALL> rows cannot be added to it"
+        )
+    embed_module = hits[0][0]
+    rows = embed_module.weight.shape[0]
+    heads = [c for c in calls if c[1] in ("linear", "as_linear") and c[3].shape[-1] == rows]
+    head = None
+    if heads and heads[-1][1] == "linear":
+        head = f"{names[id(heads[-1][0])]}.weight"
+    return TokenMatrices(f"{names[id(embed_module)]}.weight", head)
+
+
+def _trace(model: nn.Module, ids: mx.array) -> list[tuple[nn.Module, str, Any, mx.array]]:
+    """Run ``model(ids)`` lazily with its embedding and linear layers recording their calls.
+
+    Only this model's layer instances are swapped to recording subclasses (and swapped back),
+    so other models, threads and the classes themselves are not touched.
+    """
+    calls: list[tuple[nn.Module, str, Any, mx.array]] = []
+    swapped = [(m, type(m)) for _, m in model.named_modules() if isinstance(m, _EMBEDDINGS + _LINEARS)]
+    for module, cls in swapped:
+        module.__class__ = _recording(cls, calls)
+    try:
+        model(ids)
+    except Exception as exc:
+        raise ConvertError(
+            f"the mlx-lm {type(model).__module__} model failed a probe forward pass ({type(exc).__name__}: "
+            f"{exc}), so its token embedding cannot be found"
+        ) from exc
+    finally:
+        for module, cls in swapped:
+            module.__class__ = cls
+    return calls
+
+
+def _recording(cls: type, calls: list) -> type:
+    kind = "embed" if issubclass(cls, _EMBEDDINGS) else "linear"
+
+    def call(self, x, *args, **kwargs):
+        out = cls.__call__(self, x, *args, **kwargs)
+        calls.append((self, kind, x, out))
+        return out
+
+    body: dict[str, Any] = {"__call__": call}
+    if kind == "embed":
+        def as_linear(self, x):
+            out = cls.as_linear(self, x)
+            calls.append((self, "as_linear", x, out))
+            return out
+
+        body["as_linear"] = as_linear
+    return type(cls.__name__, (cls,), body)
 
 
 @dataclass
@@ -61,10 +142,15 @@ def plan_tokens(src_root: Path, rows: int) -> TokenPlan:
     return TokenPlan(ids, min(length, rows), rows, rows_after, added, tok.to_str())
 
 
-def grow_rows(weights: dict[str, mx.array], family: Family, plan: TokenPlan) -> dict[str, mx.array]:
+def grow_rows(weights: dict[str, mx.array], matrices: TokenMatrices, plan: TokenPlan) -> dict[str, mx.array]:
     """Give the new tokens mean-initialised rows in the embedding and the untied output head."""
-    for key in (family.embed_key, family.lm_head_key):
+    for key in matrices:
         if key and key in weights:
+            module = key.rsplit(".", 1)[0]
+            if f"{module}.scales" in weights:
+                raise ConvertError(
+                    f"{module} is quantized; add the <CALL> tokens to a float checkpoint, then quantize"
+                )
             weights[key] = _with_rows(weights[key], plan)
     return weights
 
@@ -81,11 +167,16 @@ def _with_rows(matrix: mx.array, plan: TokenPlan) -> mx.array:
     return matrix
 
 
-def update_config(config: dict[str, Any], family: Family, plan: TokenPlan) -> None:
-    """Record the new row count wherever the family keeps vocab_size."""
-    for dotted in family.vocab_keys:
-        if get_path(config, dotted) is not None:
-            set_path(config, dotted, plan.rows_after)
+def update_config(config: dict[str, Any], plan: TokenPlan) -> int:
+    """Set every ``*vocab_size`` key holding the old row count (top level or one nested config,
+    e.g. text_config) to the new one; return how many keys changed."""
+    changed = 0
+    for node in [config] + [v for v in config.values() if isinstance(v, dict)]:
+        for key, value in node.items():
+            if key.endswith("vocab_size") and value == plan.rows_before and type(value) is int:
+                node[key] = plan.rows_after
+                changed += 1
+    return changed
 
 
 def write_tokenizer(src_root: Path, out_dir: Path, plan: TokenPlan) -> None:

@@ -14,12 +14,12 @@ from .families import Family
 
 
 def normalise_config(config: dict[str, Any], family: Family) -> dict[str, Any]:
-    """A copy of ``config`` with flat rope keys (and Gemma 3 defaults) filled in."""
+    """A copy of ``config`` with flat rope keys, the family's key aliases (and Gemma 3 defaults) filled in."""
     config = copy.deepcopy(config)
-    for key, source in family.aliases:
+    _fix(config)
+    for key, source in family.aliases:  # after _fix: some sources are the lifted rope keys
         if key not in config and source in config:
             config[key] = config[source]
-    _fix(config)
     if family.text_config and isinstance(config.get(family.text_config), dict):
         text = config[family.text_config]
         _fix(text)
