@@ -142,28 +142,57 @@ def plan_tokens(src_root: Path, rows: int) -> TokenPlan:
     return TokenPlan(ids, min(length, rows), rows, rows_after, added, tok.to_str())
 
 
-def grow_rows(weights: dict[str, mx.array], matrices: TokenMatrices, plan: TokenPlan) -> dict[str, mx.array]:
-    """Give the new tokens mean-initialised rows in the embedding and the untied output head."""
-    for key in matrices:
-        if key and key in weights:
-            module = key.rsplit(".", 1)[0]
-            if f"{module}.scales" in weights:
-                raise ConvertError(
-                    f"{module} is quantized; add the <CALL> tokens to a float checkpoint, then quantize"
-                )
-            weights[key] = _with_rows(weights[key], plan)
+def grow_rows(weights: dict[str, mx.array], matrices: TokenMatrices, plan: TokenPlan,
+              model: nn.Module | None = None) -> dict[str, mx.array]:
+    """Give the new tokens mean-initialised rows in the embedding and the untied output head.
+
+    Every tensor of those layers with one row per token grows (a head's bias too). Quantized
+    layers (``.scales`` beside the weight) get the mean of their dequantized rows, quantized
+    with the layer's settings, which are read from ``model`` (required for them).
+    """
+    for key in filter(None, matrices):
+        if key not in weights:
+            continue
+        module = key.rsplit(".", 1)[0]
+        names = [f"{module}.{p}" for p in ("weight", "scales", "biases", "bias")
+                 if f"{module}.{p}" in weights and weights[f"{module}.{p}"].shape[0] == plan.rows_before]
+        means = _quantized_means(weights, module, plan, model) if f"{module}.scales" in weights else {}
+        for name in names:
+            weights[name] = _with_rows(weights[name], plan, means.get(name))
     return weights
 
 
-def _with_rows(matrix: mx.array, plan: TokenPlan) -> mx.array:
-    mean = matrix[: plan.tokenizer_len].astype(mx.float32).mean(axis=0).astype(matrix.dtype)
+def _quantized_means(weights: dict[str, mx.array], module: str, plan: TokenPlan,
+                     model: nn.Module | None) -> dict[str, mx.array]:
+    """The mean dequantized row of a quantized layer, quantized again: {tensor name: row}."""
+    if model is None:
+        raise ConvertError(f"{module} is quantized; growing it needs the model to read its quantization")
+    layer = dict(model.named_modules())[module]
+    if hasattr(layer, "bits"):
+        settings = {"group_size": layer.group_size, "bits": layer.bits, "mode": getattr(layer, "mode", "affine")}
+    else:  # a float layer about to be quantized: mlx-lm infers the settings from the shapes
+        from mlx_lm.utils import infer_quant_config
+
+        settings = infer_quant_config(module, layer, weights)
+    n = plan.tokenizer_len
+    biases = weights.get(f"{module}.biases")
+    dense = mx.dequantize(weights[f"{module}.weight"][:n], weights[f"{module}.scales"][:n],
+                          None if biases is None else biases[:n], **settings)
+    mean = dense.astype(mx.float32).mean(axis=0, keepdims=True).astype(weights[f"{module}.scales"].dtype)
+    parts = mx.quantize(mean, **settings)
+    return {f"{module}.{p}": row[0] for p, row in zip(("weight", "scales", "biases"), parts)}
+
+
+def _with_rows(matrix: mx.array, plan: TokenPlan, row: mx.array | None = None) -> mx.array:
+    """``matrix`` (rows, ...) with the new tokens' rows set to ``row`` (default: the mean real row)."""
+    if row is None:
+        row = matrix[: plan.tokenizer_len].astype(mx.float32).mean(axis=0).astype(matrix.dtype)
     if plan.rows_after > matrix.shape[0]:
-        pad = mx.broadcast_to(mean, (plan.rows_after - matrix.shape[0], matrix.shape[1]))
-        matrix = mx.concatenate([matrix, pad], axis=0)  # (rows_after, H)
+        pad = mx.broadcast_to(row, (plan.rows_after - matrix.shape[0], *matrix.shape[1:]))
+        matrix = mx.concatenate([matrix, pad], axis=0)  # (rows_after, ...)
     fresh = [plan.ids[t] for t in plan.added if plan.ids[t] < plan.rows_before]
     if fresh:  # reused spare rows: overwrite whatever untrained values they held
-        idx = mx.array(fresh)
-        matrix[idx] = mx.broadcast_to(mean, (len(fresh), matrix.shape[1]))
+        matrix[mx.array(fresh)] = mx.broadcast_to(row, (len(fresh), *matrix.shape[1:]))
     return matrix
 
 
