@@ -69,10 +69,10 @@ FAMILIES: dict[str, Family] = {
                aliases=(("n_ctx", "n_positions"),),
                why="save_pretrained prefixes transformer.; mlx-lm reads n_ctx, "
                    "which transformers 5 no longer writes"),
-        Family("gpt_neox", renames=((r"^lm_head\.", "embed_out."), _ROTARY),
-               aliases=(("rotary_emb_base", "rope_theta"), ("rotary_pct", "partial_rotary_factor")),
-               why="transformers 5 names the head lm_head in memory (embed_out on disk); "
-                   "mlx-lm reads the pre-transformers-5 rope keys"),
+        Family("gpt_neox", aliases=(("rotary_emb_base", "rope_theta"), ("rotary_pct", "partial_rotary_factor")),
+               why="mlx-lm reads the pre-transformers-5 rope keys"),
+        Family("qwen3_moe", aliases=(("num_experts", "num_local_experts"),),
+               why="transformers 5 writes num_local_experts; mlx-lm reads num_experts"),
         Family("bert", kind="encoder", renames=_BERT, why="an encoder; mlx-lm has no BERT"),
     )
 }

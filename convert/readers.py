@@ -125,7 +125,7 @@ def load_weights(ckpt: Checkpoint, cast_to: mx.Dtype | None = None) -> dict[str,
         else:
             from .pickles import read_pickle
 
-            part = read_pickle(path, cast_to)
+            part = read_pickle(path, cast_to, ckpt.root)
         for key in part:
             ckpt.origin[key] = path
             if cast_to is not None and mx.issubdtype(part[key].dtype, mx.floating) and part[key].dtype != cast_to:
