@@ -83,13 +83,13 @@ def convert(
         require_reference()
     config = normalise_config(ckpt.config, family)
     model = _shell(family, config, str(ckpt.config_path))
-    embed = call_tokens.token_matrices(model).embed if family.kind == "decoder" else None
-    rows = _rows(model, embed, config, str(ckpt.config_path))
-    plan = call_tokens.plan_tokens(ckpt.root, rows) if add_call_token else None
-    if plan is not None and plan.rows_after != rows:
-        model = _regrown(config, str(ckpt.config_path), plan)
+    plan = None
+    if add_call_token:
+        plan = call_tokens.plan_tokens(ckpt.root, call_tokens.embedding_rows(model))
+        if plan.rows_after != plan.rows_before:
+            model = _regrown(config, str(ckpt.config_path), plan)
     target = target or _config_dtype(config)
-    model, config = _build(ckpt, family, config, model, embed, plan, target, quantize, group_size)
+    model, config = _build(ckpt, family, config, model, plan, target, quantize, group_size)
     params = dict(tree_flatten(model.parameters()))
     out_dtype = target or _float_dtype(params)
     section = _lacy_section(ckpt, plan)
@@ -98,7 +98,7 @@ def convert(
         del params, model
         report = None
         if verify:
-            old_vocab = plan.tokenizer_len if plan else rows
+            old_vocab = plan.tokenizer_len if plan else _config_rows(config, str(ckpt.config_path))
             report = run_verify(ckpt, family.kind, stage, dtype=_dtype_name(out_dtype), bits=quantize,
                                 old_vocab=old_vocab, tolerance=verify_tolerance)
             if not report.passed:
@@ -166,20 +166,19 @@ def _shell(family: Family, config: dict[str, Any], cfg_path: str) -> Any:
     return decoder.build_model(config, cfg_path)
 
 
-def _rows(model: Any, embed: str | None, config: dict[str, Any], cfg_path: str) -> int:
-    """Rows of the token embedding: from the built model for decoders, config.json for encoders."""
-    if embed is not None:
-        return int(dict(tree_flatten(model.parameters()))[embed].shape[0])
-    if not isinstance(config.get("vocab_size"), int):
-        raise ConvertError(f"{cfg_path}: has no integer vocab_size")
-    return int(config["vocab_size"])
+def _config_rows(config: dict[str, Any], cfg_path: str) -> int:
+    """vocab_size from config.json, at the top or in a nested text config."""
+    for node in [config] + [v for v in config.values() if isinstance(v, dict)]:
+        if isinstance(node.get("vocab_size"), int):
+            return int(node["vocab_size"])
+    raise ConvertError(f"{cfg_path}: has no integer vocab_size")
 
 
 def _regrown(config: dict[str, Any], cfg_path: str, plan: call_tokens.TokenPlan) -> Any:
     """The decoder rebuilt for the grown vocabulary (``config`` is updated in place)."""
     call_tokens.update_config(config, plan)
     model = decoder.build_model(config, cfg_path)
-    if _rows(model, call_tokens.token_matrices(model).embed, config, cfg_path) != plan.rows_after:
+    if call_tokens.embedding_rows(model) != plan.rows_after:
         raise ConvertError(
             f"{cfg_path}: no *vocab_size key holding {plan.rows_before} sizes the mlx-lm "
             f"{decoder.mlx_module(model)} model's embedding, so <CALL> rows cannot be added"
@@ -187,7 +186,7 @@ def _regrown(config: dict[str, Any], cfg_path: str, plan: call_tokens.TokenPlan)
     return model
 
 
-def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any, embed: str | None,
+def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
            plan: call_tokens.TokenPlan | None, target: mx.Dtype | None, bits: int | None,
            group_size: int) -> tuple[Any, dict[str, Any]]:
     """Load, rename, grow, check, cast and quantize: the MLX model ready to save."""
@@ -196,9 +195,9 @@ def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
     if family.kind == "encoder":
         weights = family.rename(raw)
     else:
-        weights = decoder.mlx_names(model, family, raw, embed)
+        weights = decoder.mlx_names(model, family, raw)
     if plan is not None:  # after sanitize, which may tie or untie the head
-        weights = _grow(ckpt, weights, call_tokens.token_matrices(model), plan)
+        weights = _grow(ckpt, weights, model, plan)
     mlx_model.load_checked(model, weights, ckpt.file_of)
     del raw, weights
     if target is not None:
@@ -208,15 +207,16 @@ def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
     return model, config
 
 
-def _grow(ckpt: Checkpoint, weights: dict[str, mx.array], matrices: call_tokens.TokenMatrices,
+def _grow(ckpt: Checkpoint, weights: dict[str, mx.array], model: Any,
           plan: call_tokens.TokenPlan) -> dict[str, mx.array]:
+    matrices = call_tokens.token_matrices(model)
     rows = weights[matrices.embed].shape[0] if matrices.embed in weights else None
     if rows != plan.rows_before:
         raise ShapeMismatchError(
             f"{ckpt.file_of(matrices.embed)}: the token embedding {matrices.embed} has {rows} rows but "
             f"config.json says {plan.rows_before}"
         )
-    return call_tokens.grow_rows(weights, matrices, plan)
+    return call_tokens.grow_rows(weights, matrices, plan, model)
 
 
 def _lacy_section(ckpt: Checkpoint, plan: call_tokens.TokenPlan | None) -> LacySection:

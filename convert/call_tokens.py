@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, SPECIAL_TOKENS, LacySection
 
@@ -44,7 +45,9 @@ def token_matrices(model: nn.Module) -> TokenMatrices:
     ids = mx.array([[0]])
     calls = _trace(model, ids)
     names = {id(m): path for path, m in model.named_modules()}
-    hits = [c for c in calls if c[1] == "embed" and c[2] is ids]
+    hits = [c for c in calls if c[1] == "embed" and c[2] is ids] or [  # the ids themselves, or a copy
+        c for c in calls if c[1] == "embed" and getattr(c[2], "shape", None) == ids.shape
+        and mx.issubdtype(c[2].dtype, mx.integer)]
     if not hits:
         raise ConvertError(
             f"the mlx-lm {type(model).__module__} model does not send the token ids through an "
@@ -57,6 +60,12 @@ def token_matrices(model: nn.Module) -> TokenMatrices:
     if heads and heads[-1][1] == "linear":
         head = f"{names[id(heads[-1][0])]}.weight"
     return TokenMatrices(f"{names[id(embed_module)]}.weight", head)
+
+
+def embedding_rows(model: nn.Module) -> int:
+    """Rows of the model's input embedding (its vocabulary as built from config.json)."""
+    path = token_matrices(model).embed
+    return int(dict(tree_flatten(model.parameters()))[path].shape[0])
 
 
 def _trace(model: nn.Module, ids: mx.array) -> list[tuple[nn.Module, str, Any, mx.array]]:

@@ -15,7 +15,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .errors import MissingConfigError, MissingDependencyError, UnknownArchitectureError
+from .call_tokens import token_matrices
+from .errors import ConvertError, MissingConfigError, MissingDependencyError, UnknownArchitectureError
 from .families import Family, encoders
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -44,16 +45,16 @@ def mlx_module(model: nn.Module) -> str:
     return _module_of(type(model))
 
 
-def mlx_names(model: nn.Module, family: Family, weights: dict[str, mx.array], embed: str | None) -> dict[str, mx.array]:
+def mlx_names(model: nn.Module, family: Family, weights: dict[str, mx.array]) -> dict[str, mx.array]:
     """Source tensor names -> the model's parameter names: the family's renames, then mlx-lm's sanitize.
 
-    ``embed`` is the model's input-embedding parameter; a left-over tensor equal to it is the
-    tied output head that a PyTorch state dict stores twice, and is dropped.
+    A left-over tensor equal to the model's input embedding is the tied output head that a
+    PyTorch state dict stores twice; it is dropped (any other left-over fails the shape check).
     """
     weights = family.rename(weights)
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
-    return _drop_tied_copies(model, weights, embed)
+    return _drop_tied_copies(model, weights)
 
 
 def keeps_some_float32(model: nn.Module) -> bool:
@@ -106,12 +107,19 @@ def _module_of(cls: type) -> str:
     return cls.__module__.rsplit(".", 1)[-1]
 
 
-def _drop_tied_copies(model: nn.Module, weights: dict[str, mx.array], embed: str | None) -> dict[str, mx.array]:
-    if embed is None or embed not in weights:
-        return weights
+def _drop_tied_copies(model: nn.Module, weights: dict[str, mx.array]) -> dict[str, mx.array]:
     expected = {k for k, _ in tree_flatten(model.parameters())}
+    extra = [k for k in weights if k not in expected]
+    if not extra:
+        return weights
+    try:
+        embed = token_matrices(model).embed
+    except ConvertError:  # no embedding found: the shape check reports the left-overs
+        return weights
+    if embed not in weights:
+        return weights
     table = weights[embed]
-    for key in [k for k in weights if k not in expected]:
+    for key in extra:
         value = weights[key]
         if value.shape == table.shape and value.dtype == table.dtype and mx.array_equal(value, table).item():
             del weights[key]

@@ -82,7 +82,7 @@ def hf_config(family: str, vocab: int = VOCAB, tie: bool | None = None):
     if family == "mamba":
         return T.MambaConfig(vocab_size=vocab, hidden_size=64, state_size=8, num_hidden_layers=2,
                              pad_token_id=3, bos_token_id=1, eos_token_id=2, **tied)
-    return T.AutoConfig.for_model(family, **_common(vocab, **_EXTRA[family], **tied))
+    return T.AutoConfig.for_model(family, **_common(vocab, **_EXTRA.get(family, {}), **tied))
 
 
 def write_tokenizer(folder: Path, n_tokens: int = VOCAB) -> None:
