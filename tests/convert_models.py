@@ -20,11 +20,12 @@ VOCAB = 64
 _ROOT = Path(tempfile.mkdtemp(prefix="lacy-convert-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
 
-# Decoder families both transformers and mlx-lm implement, spread over attention (MHA/GQA,
-# fused qkv, parallel blocks, SSM, hybrid), norms, MLPs and position schemes.
+# Decoder families both transformers and mlx-lm implement, spread over attention (MHA/GQA/MQA,
+# fused qkv, parallel blocks, sliding windows, SSM, hybrid), norms, MLPs (dense, MoE) and
+# position schemes (rotary, partial, NoPE layers, learned).
 DECODERS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "gemma3", "gpt2",
             "phi", "gpt_neox", "starcoder2", "olmo2", "stablelm", "cohere", "granite", "nemotron",
-            "smollm3", "mamba", "falcon_h1", "mixtral", "qwen3_moe")
+            "smollm3", "cohere2", "gpt_bigcode", "mamba", "falcon_h1", "mixtral", "qwen3_moe")
 
 # Settings off their defaults, per family, so a key the converter fails to carry shows in logits.
 _EXTRA = {
@@ -49,6 +50,8 @@ _EXTRA = {
     "smollm3": dict(rope_theta=55000.0, no_rope_layer_interval=2),
     "falcon_h1": dict(rope_theta=35000.0, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4, mamba_d_state=8,
                       mamba_chunk_size=8, embedding_multiplier=2.0, lm_head_multiplier=0.5),
+    "cohere2": dict(rope_theta=12000.0, sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
+    "gpt_bigcode": dict(n_inner=128, multi_query=True),  # transformers' default n_inner is None
     "mixtral": dict(rope_theta=25000.0, num_local_experts=4, num_experts_per_tok=2),
     "qwen3_moe": dict(head_dim=16, rope_theta=45000.0, num_experts=4, num_experts_per_tok=2,
                       moe_intermediate_size=32),
