@@ -33,6 +33,15 @@ class TokenMatrices(NamedTuple):
     head: str | None
 
 
+class _Call(NamedTuple):
+    """One recorded layer call of the probe pass."""
+
+    module: nn.Module
+    kind: str  # "embed" (an embedding lookup), "linear", or "as_linear" (a tied head)
+    x: Any
+    out: mx.array
+
+
 def token_matrices(model: nn.Module) -> TokenMatrices:
     """Find the input embedding and the untied output head of a built (mlx-lm) model.
 
@@ -44,22 +53,20 @@ def token_matrices(model: nn.Module) -> TokenMatrices:
     """
     ids = mx.array([[0]])
     calls = _trace(model, ids)
-    names = {id(m): path for path, m in model.named_modules()}
-    hits = [c for c in calls if c[1] == "embed" and c[2] is ids] or [  # the ids themselves, or a copy
-        c for c in calls if c[1] == "embed" and getattr(c[2], "shape", None) == ids.shape
-        and mx.issubdtype(c[2].dtype, mx.integer)]
+    lookups = [c for c in calls if c.kind == "embed"]
+    hits = [c for c in lookups if c.x is ids] or [  # the ids themselves, else a copy of them
+        c for c in lookups if getattr(c.x, "shape", None) == ids.shape and mx.issubdtype(c.x.dtype, mx.integer)]
     if not hits:
         raise ConvertError(
-            f"the mlx-lm {type(model).__module__} model does not send the token ids through an "
-            "Embedding layer, so <CALL> rows cannot be added to it"
+            f"the mlx-lm {_name(model)} model does not send the token ids through an Embedding "
+            "layer, so <CALL> rows cannot be added to it"
         )
-    embed_module = hits[0][0]
-    rows = embed_module.weight.shape[0]
-    heads = [c for c in calls if c[1] in ("linear", "as_linear") and c[3].shape[-1] == rows]
-    head = None
-    if heads and heads[-1][1] == "linear":
-        head = f"{names[id(heads[-1][0])]}.weight"
-    return TokenMatrices(f"{names[id(embed_module)]}.weight", head)
+    embed = hits[0].module
+    rows = embed.weight.shape[0]  # packed quantized weights keep one row per token
+    heads = [c for c in calls if c.kind != "embed" and c.out.shape[-1] == rows]
+    names = {id(m): path for path, m in model.named_modules()}
+    head = f"{names[id(heads[-1].module)]}.weight" if heads and heads[-1].kind == "linear" else None
+    return TokenMatrices(f"{names[id(embed)]}.weight", head)
 
 
 def embedding_rows(model: nn.Module) -> int:
@@ -68,13 +75,17 @@ def embedding_rows(model: nn.Module) -> int:
     return int(dict(tree_flatten(model.parameters()))[path].shape[0])
 
 
-def _trace(model: nn.Module, ids: mx.array) -> list[tuple[nn.Module, str, Any, mx.array]]:
+def _name(model: nn.Module) -> str:
+    return type(model).__module__.rsplit(".", 1)[-1]
+
+
+def _trace(model: nn.Module, ids: mx.array) -> list[_Call]:
     """Run ``model(ids)`` lazily with its embedding and linear layers recording their calls.
 
     Only this model's layer instances are swapped to recording subclasses (and swapped back),
     so other models, threads and the classes themselves are not touched.
     """
-    calls: list[tuple[nn.Module, str, Any, mx.array]] = []
+    calls: list[_Call] = []
     swapped = [(m, type(m)) for _, m in model.named_modules() if isinstance(m, _EMBEDDINGS + _LINEARS)]
     for module, cls in swapped:
         module.__class__ = _recording(cls, calls)
@@ -82,8 +93,8 @@ def _trace(model: nn.Module, ids: mx.array) -> list[tuple[nn.Module, str, Any, m
         model(ids)
     except Exception as exc:
         raise ConvertError(
-            f"the mlx-lm {type(model).__module__} model failed a probe forward pass ({type(exc).__name__}: "
-            f"{exc}), so its token embedding cannot be found"
+            f"the mlx-lm {_name(model)} model failed a probe forward pass ({type(exc).__name__}: {exc}), "
+            "so its token embedding cannot be found"
         ) from exc
     finally:
         for module, cls in swapped:
@@ -91,19 +102,20 @@ def _trace(model: nn.Module, ids: mx.array) -> list[tuple[nn.Module, str, Any, m
     return calls
 
 
-def _recording(cls: type, calls: list) -> type:
+def _recording(cls: type, calls: list[_Call]) -> type:
+    """A subclass of ``cls`` whose calls (and ``as_linear`` for embeddings) append to ``calls``."""
     kind = "embed" if issubclass(cls, _EMBEDDINGS) else "linear"
 
     def call(self, x, *args, **kwargs):
         out = cls.__call__(self, x, *args, **kwargs)
-        calls.append((self, kind, x, out))
+        calls.append(_Call(self, kind, x, out))
         return out
 
     body: dict[str, Any] = {"__call__": call}
     if kind == "embed":
         def as_linear(self, x):
             out = cls.as_linear(self, x)
-            calls.append((self, "as_linear", x, out))
+            calls.append(_Call(self, "as_linear", x, out))
             return out
 
         body["as_linear"] = as_linear

@@ -14,7 +14,7 @@ from .families import Family
 
 
 def normalise_config(config: dict[str, Any], family: Family) -> dict[str, Any]:
-    """A copy of ``config`` with flat rope keys, the family's key aliases and the sliding-window period filled in."""
+    """A copy of ``config`` with flat rope keys, the family's aliases and the window period filled in."""
     config = copy.deepcopy(config)
     _fix(config)
     for key, source in family.aliases:  # after _fix: some sources are the lifted rope keys

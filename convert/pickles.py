@@ -13,7 +13,8 @@ from .hub_layout import to_hub_layout
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def read_pickle(path: Path, cast_to: mx.Dtype | None = None, config_dir: Path | None = None) -> dict[str, mx.array]:
+def read_pickle(path: Path, cast_to: mx.Dtype | None = None,
+                config_dir: Path | None = None) -> dict[str, mx.array]:
     """Load a pickled state dict safely (weights_only) and return its tensors as MLX arrays.
 
     ``cast_to`` casts floating tensors as they are copied out, one at a time. With
