@@ -9,8 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="convert a PyTorch / Hugging Face checkpoint to MLX",
         description="Convert a Hugging Face folder (safetensors, sharded, pytorch_model.bin) or a raw "
-        ".pt/.pth state dict beside config.json into a folder mlx_lm.load and lacy-mlx load. Decoders: any "
-        "model_type the installed mlx-lm implements; encoders: bert.",
+        ".pt/.pth state dict beside config.json into a folder mlx_lm.load and lacy-mlx load.",
     )
     p.add_argument("src", help="checkpoint folder, or a .pt/.pth/.bin file next to config.json")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
