@@ -191,20 +191,33 @@ def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
            group_size: int) -> tuple[Any, dict[str, Any]]:
     """Load, rename, grow, check, cast and quantize: the MLX model ready to save."""
     keep32 = family.kind == "decoder" and decoder.keeps_some_float32(model)
-    raw = load_weights(ckpt, cast_to=None if keep32 else target)
+    cast_to = None if keep32 else target
     if family.kind == "encoder":
-        weights = family.rename(raw)
+        weights = family.rename(load_weights(ckpt, cast_to=cast_to))
     else:
-        weights = decoder.mlx_names(model, family, raw)
+        model, weights = _decoder_weights(ckpt, family, config, model, cast_to)
     if plan is not None:  # after sanitize, which may tie or untie the head
         weights = _grow(ckpt, weights, model, plan)
     mlx_model.load_checked(model, weights, ckpt.file_of)
-    del raw, weights
+    del weights
     if target is not None:
         mlx_model.cast(model, target)
     if bits is not None:
         config = mlx_model.quantize(model, config, bits, group_size)
     return model, config
+
+
+def _decoder_weights(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
+                     cast_to: mx.Dtype | None) -> tuple[Any, dict[str, mx.array]]:
+    """The checkpoint's tensors under the model's names (and the model, rebuilt if read twice)."""
+    weights = decoder.mlx_names(model, family, load_weights(ckpt, cast_to=cast_to))
+    if ckpt.layout == "safetensors" or mlx_model.names_fit(model, weights):
+        return model, weights
+    # maybe a transformers-5 in-memory state dict: read it again in the Hub layout, into a
+    # fresh model (sanitize may have changed the first one, e.g. dropped its head)
+    del weights
+    model = decoder.build_model(config, str(ckpt.config_path))
+    return model, decoder.mlx_names(model, family, load_weights(ckpt, cast_to=cast_to, hub_layout=True))
 
 
 def _grow(ckpt: Checkpoint, weights: dict[str, mx.array], model: Any,

@@ -5,6 +5,8 @@ some architectures differ from the files on the Hub that mlx-lm's ``sanitize`` r
 fused into one tensor per layer, heads renamed (GPT-NeoX's ``embed_out``). ``save_pretrained``
 undoes this with transformers' ``revert_weight_conversion``; so does this module, on a meta-device
 copy of the model (no memory), and only when every name is an in-memory name of that model.
+Conversion asks for this only when a pickle's names do not fit the mlx-lm model, since importing
+transformers costs seconds.
 """
 from __future__ import annotations
 

@@ -135,3 +135,23 @@ def test_in_memory_state_dicts_go_back_to_the_hub_layout(tmp_path):
     assert to_hub_layout(hub, pt) is hub  # Hub names already: untouched
     foreign = {"x.weight": memory["model.norm.weight"]}
     assert to_hub_layout(foreign, pt) is foreign  # not this model's names
+
+
+def test_hub_layout_is_asked_for_only_when_names_do_not_fit(tmp_path, monkeypatch):
+    """Importing transformers costs seconds, so a pickle whose names fit never pays for it."""
+    from lacy_mlx.convert import pickles
+
+    asked = []
+
+    def spy(state, config_dir):
+        asked.append(config_dir)
+        return real(state, config_dir)
+
+    real = pickles.to_hub_layout
+    monkeypatch.setattr(pickles, "to_hub_layout", spy)
+    convert(checkpoint("llama")[1], tmp_path / "dense")
+    assert asked == []
+    _, pt, model = checkpoint("mixtral")
+    convert(pt, tmp_path / "moe")
+    assert asked == [pt]
+    np.testing.assert_allclose(mlx_logits(_load(tmp_path / "moe")), torch_logits(model), atol=1e-4, rtol=0)
