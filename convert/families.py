@@ -20,7 +20,7 @@ _ROTARY = (r"\.rotary_emb\.inv_freq$", None)
 
 @dataclass(frozen=True)
 class Family:
-    """How to convert one ``model_type``; the default row (no renames) fits most decoders."""
+    """How to convert one ``model_type``; the default row (only the rotary-buffer drop) fits most decoders."""
 
     model_type: str
     kind: str = "decoder"  # "decoder" (an mlx-lm model) or "encoder" (lacy_mlx.encoder BERT)
@@ -28,6 +28,7 @@ class Family:
     text_config: str | None = None  # nested config holding the language model's settings
     aliases: tuple[tuple[str, str], ...] = ()  # (key mlx-lm reads, key to copy it from when absent)
     why: str = ""  # what mlx-lm does not do here, for readers of the table
+    example: str = ""  # a public checkpoint the row is for
 
     def rename(self, weights: dict[str, Any]) -> dict[str, Any]:
         """Apply the rename table; dropped tensors disappear."""
@@ -64,16 +65,18 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family("gemma3", renames=_GEMMA3_MM, text_config="text_config",
                why="transformers >= 4.52 nests the text tower under model.language_model; "
-                   "mlx-lm's sanitize expects language_model.model"),
+                   "mlx-lm's sanitize expects language_model.model", example="google/gemma-3-4b-pt"),
         Family("gpt2", renames=((r"^transformer\.", ""), (r"\.attn\.masked_bias$", None), _ROTARY),
                aliases=(("n_ctx", "n_positions"),),
                why="save_pretrained prefixes transformer.; mlx-lm reads n_ctx, "
-                   "which transformers 5 no longer writes"),
+                   "which transformers 5 no longer writes", example="openai-community/gpt2"),
         Family("gpt_neox", aliases=(("rotary_emb_base", "rope_theta"), ("rotary_pct", "partial_rotary_factor")),
-               why="mlx-lm reads the pre-transformers-5 rope keys"),
+               why="mlx-lm reads the pre-transformers-5 rope keys", example="EleutherAI/pythia-160m"),
         Family("qwen3_moe", aliases=(("num_experts", "num_local_experts"),),
-               why="transformers 5 writes num_local_experts; mlx-lm reads num_experts"),
-        Family("bert", kind="encoder", renames=_BERT, why="an encoder; mlx-lm has no BERT"),
+               why="transformers 5 writes num_local_experts; mlx-lm reads num_experts",
+               example="Qwen/Qwen3-30B-A3B"),
+        Family("bert", kind="encoder", renames=_BERT, why="an encoder; mlx-lm has no BERT",
+               example="sentence-transformers/all-MiniLM-L6-v2"),
     )
 }
 

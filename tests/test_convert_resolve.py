@@ -40,3 +40,10 @@ def test_config_mlx_lm_cannot_build_names_the_file():
 
     with pytest.raises(MissingConfigError, match="/x/config.json: cannot build the mlx-lm llama model"):
         build_model({"model_type": "llama", "vocab_size": 32}, "/x/config.json")
+
+
+def test_family_rows_are_exceptions_that_say_why():
+    from lacy_mlx.convert import FAMILIES
+
+    assert all(f.why and f.example for f in FAMILIES.values())
+    assert not {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"} & set(FAMILIES)
