@@ -181,9 +181,7 @@ def _quantization_config(bits: dict[str, int]) -> dict[str, Any]:
 def _build(config: dict[str, Any], src: Path, quantized: set[str]) -> nn.Module:
     """The mlx-lm model for ``config``; the ``quantized`` modules become quantized layers with the
     config's per-module settings, as mlx_lm.load builds them."""
-    from .families import FAMILIES
-
-    model = decoder.build_model(config, FAMILIES[config["model_type"]], str(src))
+    model = decoder.build_model(config, str(src))
     quant = config.get("quantization")
     if quant:
         def predicate(path: str, module: nn.Module) -> Any:
