@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,30 +24,15 @@ from . import call_tokens, decoder, encoder, mlx_model, writer
 from .config_fix import normalise_config
 from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, VerificationError
 from .families import Family, family_for
+from .gguf import convert_gguf
 from .readers import Checkpoint, load_weights, locate
+from .result import ConvertResult
 from .verify import VerifyReport, require_reference, verify as run_verify
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 QUANT_BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
 Dtype = Literal["float16", "bfloat16", "float32"]
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    """What ``convert`` wrote. ``dtype`` is the output's float dtype (before any quantization)."""
-
-    out: Path
-    model_type: str
-    kind: str  # "decoder" | "encoder"
-    source_layout: str  # "safetensors" | "pytorch" | "state_dict"
-    dtype: str
-    quantization: dict[str, Any] | None
-    num_parameters: int
-    files: tuple[str, ...]
-    lacy: LacySection
-    verify: VerifyReport | None
-    seconds: float
 
 
 def convert(
@@ -79,8 +63,6 @@ def convert(
     start = time.perf_counter()
     out = Path(out).expanduser()
     if Path(src).suffix.lower() == ".gguf":
-        from .gguf import convert_gguf
-
         if dtype is not None and dtype not in DTYPES:
             raise UnsupportedDtypeError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
         return convert_gguf(Path(src).expanduser(), out, dtype=dtype, dequantize=dequantize, quantize=quantize,

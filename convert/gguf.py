@@ -25,6 +25,7 @@ from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, Ver
 from .gguf_arch import GGUFArch, arch_for, config_from, mlx_name, unpermute_rows
 from .gguf_file import AFFINE_BITS, GROUP_SIZE, SUPPORTED, GGUFHeader, read_header
 from .gguf_tokenizer import build_tokenizer, write_tokenizer_files
+from .result import ConvertResult
 
 _FLOATS = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -52,8 +53,6 @@ def convert_gguf(
     ~1e-4) and the stored dtypes otherwise. Raises a ConvertError subclass naming the file;
     ``out`` is then untouched.
     """
-    from .api import ConvertResult
-
     start = time.perf_counter()
     header = read_header(src)
     row = arch_for(header)
