@@ -7,7 +7,7 @@ import shutil
 from dataclasses import asdict
 
 from lacy_mlx.errors import InputError
-from lacy_mlx.store import SearchHit, Store
+from lacy_mlx.store import DEFAULT_TEXT_MODE, RETRIEVAL_MODES, SearchHit, Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="keep documents whose metadata KEY equals VALUE (repeatable; VALUE parsed as JSON if it can be)")
+    p.add_argument("--mode", choices=RETRIEVAL_MODES, default=None,
+                   help=f"rankings to use: word matches (keyword, BM25), meaning (vector) or both fused "
+                        f"(hybrid; the default is {DEFAULT_TEXT_MODE})")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", action="store_true", help="scan with sqlite-vec instead of the fast mirror")
     mode.add_argument("--fast", action="store_true", help="use the in-memory mirror (the default for new stores)")
@@ -53,7 +56,7 @@ def format_table(hits: list[SearchHit], width: int | None = None) -> str:
 def run(args: argparse.Namespace) -> int:
     fast = True if args.fast else (False if args.exact else None)
     with Store.open(args.db, create=False, read_only=True) as store:
-        hits = store.search(args.query, k=args.k, filters=parse_filters(args.filter), fast=fast)
+        hits = store.search(args.query, k=args.k, filters=parse_filters(args.filter), fast=fast, mode=args.mode)
     if args.json:
         for h in hits:
             print(json.dumps(asdict(h), ensure_ascii=False))

@@ -20,11 +20,14 @@ from lacy_mlx.errors import InputError, StoreError
 from lacy_mlx.store import schema
 from lacy_mlx.store.connection import check_is_sqlite, connect, not_writable
 from lacy_mlx.store.filters import Filters, filter_clause
+from lacy_mlx.store.keyword import MIN_DEPTH, fts_query, fuse, keyword_search
 from lacy_mlx.store.mirror import VectorMirror
 from lacy_mlx.store.records import Document, SearchHit, StoredChunk
 from lacy_mlx.store.writes import WriteMixin
 
-SEARCH_MODES = ("fast", "exact")
+SEARCH_MODES = ("fast", "exact")  # how the vector ranking is computed (a store setting)
+RETRIEVAL_MODES = ("vector", "keyword", "hybrid")  # which rankings a search uses (per query)
+DEFAULT_TEXT_MODE = "hybrid"  # chosen by benchmarks/retrieval.py (docs/store.md)
 MAX_EXACT_K = 4096  # sqlite-vec's KNN limit
 
 
@@ -46,12 +49,14 @@ class Store(WriteMixin):
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Embedder | None = None, create: bool = True,
-             read_only: bool = False, search_mode: str | None = None) -> "Store":
+             read_only: bool = False, search_mode: str | None = None,
+             progress: schema.Progress | None = None) -> "Store":
         """Open the store at ``path``, creating it (with ``embedder`` or the default one) if missing.
 
         An existing store keeps its embedder: passing a different one raises StoreError, passing
         None rebuilds the recorded one on first use. ``search_mode`` ("fast" or "exact") sets the
-        store's default search path when given.
+        store's default search path when given. A store written by an older lacy-mlx is migrated
+        on open; ``progress(what, done, total)`` reports the steps of a long migration.
         """
         path = Path(path)
         if search_mode is not None and search_mode not in SEARCH_MODES:
@@ -67,7 +72,7 @@ class Store(WriteMixin):
             raise StoreError(f"cannot create the store at {path}: the folder {path.parent} does not exist")
         conn = connect(path, read_only=read_only, create=not exists)
         try:
-            meta = cls._check_schema(conn, path, embedder, fresh=not exists, read_only=read_only)
+            meta = cls._check_schema(conn, path, embedder, fresh=not exists, read_only=read_only, progress=progress)
             store = cls(conn, path, meta, embedder, read_only)
             if search_mode is not None and search_mode != store.search_mode:
                 store.set_search_mode(search_mode)
@@ -78,7 +83,7 @@ class Store(WriteMixin):
 
     @staticmethod
     def _check_schema(conn: apsw.Connection, path: Path, embedder: Embedder | None, *, fresh: bool,
-                 read_only: bool) -> dict[str, str]:
+                      read_only: bool, progress: schema.Progress | None = None) -> dict[str, str]:
         """Check (or create) the schema and return the meta table; refuse foreign or newer files."""
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -107,7 +112,7 @@ class Store(WriteMixin):
         if version < schema.LATEST:
             if read_only:
                 raise StoreError(f"{path} needs a schema upgrade: open it once without read_only")
-            schema.migrate(conn, 0)
+            schema.migrate(conn, 0, progress)
         meta = dict(conn.execute("SELECT key, value FROM lacy_meta").fetchall())
         if meta.get("format") != schema.STORE_FORMAT or "dim" not in meta:
             raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
@@ -147,25 +152,56 @@ class Store(WriteMixin):
     # ---- reads ----------------------------------------------------------------------------
 
     def search(self, query: str | np.ndarray, *, k: int = 5, filters: Filters | None = None,
-               fast: bool | None = None) -> list[SearchHit]:
-        """The ``k`` chunks nearest to ``query`` (a text, embedded here, or a vector), best first.
+               fast: bool | None = None, mode: str | None = None) -> list[SearchHit]:
+        """The ``k`` chunks that best match ``query`` (a text, or a vector of the store's dim), best first.
 
-        ``filters`` keeps documents whose metadata matches (see ``filter_clause``). ``fast`` picks
-        the in-memory mirror (True) or sqlite-vec's exact scan (False); None uses the store's mode.
-        Both are exact; scores are cosine similarities.
+        ``mode``: ``"vector"`` (cosine to the embedded query), ``"keyword"`` (BM25 over the chunks'
+        words; the text is never parsed as FTS5 syntax) or ``"hybrid"`` (both rankings fused by
+        reciprocal rank). None means ``DEFAULT_TEXT_MODE`` for a text and ``"vector"`` for a vector;
+        keyword and hybrid need a text. ``filters`` keeps documents whose metadata matches (see
+        ``filter_clause``), applied in every ranking before its top-k. ``fast`` picks the in-memory
+        mirror (True) or sqlite-vec's exact scan (False) for the vector ranking; None uses the
+        store's mode. ``hit.score`` is the mode's ranking score (cosine, BM25 relevance, fused);
+        ``hit.cosine`` and ``hit.bm25`` hold the components where computed.
         """
         if not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        if isinstance(query, str):
-            if not query.strip():
-                raise InputError("the search text is empty: give some words to search for")
-            vec = self.embedder.embed(query)
-        else:
-            vec = query
-        vec = check_embeddings(vec, self.dim, what="query vector")[0]
+        is_text = isinstance(query, str)
+        mode = (DEFAULT_TEXT_MODE if is_text else "vector") if mode is None else mode
+        if mode not in RETRIEVAL_MODES:
+            raise InputError(f"mode must be one of {RETRIEVAL_MODES}, got {mode!r}")
+        if is_text and not query.strip():
+            raise InputError("the search text is empty: give some words to search for")
+        if not is_text and mode != "vector":
+            raise InputError(f"mode={mode!r} needs the query as text (a vector can only be searched with mode='vector')")
+        if mode == "keyword":
+            pairs = keyword_search(self.conn, query, k, filters)
+            return self._hits(pairs, bm25=dict(pairs))
+        vec = check_embeddings(self.embedder.embed(query) if is_text else query, self.dim, what="query vector")[0]
         use_fast = (self.search_mode == "fast") if fast is None else fast
-        pairs = self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
-        return self._hits(pairs)
+        if mode == "vector":
+            pairs = self._search_vector(vec, k, filters, use_fast)
+            return self._hits(pairs, cosine=dict(pairs))
+        depth = max(k, MIN_DEPTH)
+        by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast)
+        by_kw = keyword_search(self.conn, query, depth, filters) if fts_query(query) is not None else []
+        fused = fuse([[c for c, _ in by_vec], [c for c, _ in by_kw]], k)
+        cosine = dict(by_vec)
+        cosine.update(self._cosines([c for c, _ in fused if c not in cosine], vec))
+        return self._hits(fused, cosine=cosine, bm25=dict(by_kw))
+
+    def _search_vector(self, vec: np.ndarray, k: int, filters: Filters | None, use_fast: bool) -> list[tuple[int, float]]:
+        return self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
+
+    def _cosines(self, ids: list[int], vec: np.ndarray) -> dict[int, float]:
+        """Exact cosine of ``vec`` to these chunks' stored vectors."""
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT chunk_id, vec_distance_cosine(embedding, ?) FROM vectors WHERE chunk_id IN ({', '.join('?' * len(ids))})",
+            (vec.astype(np.float32).tobytes(), *ids),
+        ).fetchall()
+        return {int(cid): 1.0 - float(dist) for cid, dist in rows}
 
     def _search_exact(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
         if k > MAX_EXACT_K:
@@ -219,7 +255,8 @@ class Store(WriteMixin):
             self._mirror = mirror
         return self._mirror
 
-    def _hits(self, pairs: list[tuple[int, float]]) -> list[SearchHit]:
+    def _hits(self, pairs: list[tuple[int, float]], *, cosine: dict[int, float] | None = None,
+              bm25: dict[int, float] | None = None) -> list[SearchHit]:
         if not pairs:
             return []
         ids = [cid for cid, _ in pairs]
@@ -235,7 +272,8 @@ class Store(WriteMixin):
             if r is None:  # deleted by another process since the scan
                 continue
             hits.append(SearchHit(text=r[1], score=float(score), document_id=r[5], external_id=r[6], title=r[7],
-                                  chunk_id=cid, ordinal=r[2], start=r[3], end=r[4], metadata=json.loads(r[8])))
+                                  chunk_id=cid, ordinal=r[2], start=r[3], end=r[4], metadata=json.loads(r[8]),
+                                  cosine=(cosine or {}).get(cid), bm25=(bm25 or {}).get(cid)))
         return hits
 
     def _doc_row(self, ref: int | str) -> tuple | None:

@@ -1,0 +1,54 @@
+"""Keyword search over the store's FTS5 index (BM25), and the rank fusion that makes search hybrid.
+
+User text never reaches FTS5's query language as such: every whitespace-separated word becomes a
+double-quoted string (quotes doubled), which FTS5 reads as a phrase of that word's tokens, and the
+phrases are OR-ed, so operators, ``*``, ``NEAR``, parentheses and column filters in the text are
+plain words. BM25 then weighs rare words (names, codes, numbers) far above common ones.
+"""
+from __future__ import annotations
+
+import apsw
+
+from lacy_mlx.errors import InputError
+from lacy_mlx.store.filters import Filters, filter_clause
+
+RRF_K = 60  # Cormack et al. 2009; a rank-only rule, so cosine and BM25 need no common scale
+MIN_DEPTH = 50  # candidates taken from each ranking before fusing
+
+
+def fts_query(text: str) -> str | None:
+    """The FTS5 MATCH expression for ``text``: its words as quoted phrases OR-ed; None if no word has a letter or digit."""
+    # FTS5 ends a query string at NUL; lone surrogates cannot be encoded as UTF-8.
+    clean = text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+    words = [w for w in clean.split() if any(ch.isalnum() for ch in w)]
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+
+
+def keyword_search(conn: apsw.Connection, text: str, k: int, filters: Filters | None) -> list[tuple[int, float]]:
+    """Top-``k`` ``(chunk id, relevance)`` by BM25 (SQLite's ``bm25()`` negated: higher is better), best first.
+
+    Raises InputError when ``text`` has no word to match.
+    """
+    match = fts_query(text)
+    if match is None:
+        raise InputError(f"the search text {text!r} has no words to match by keyword: give a word or number, "
+                         f"or search with mode='vector'")
+    where, params = filter_clause(filters)
+    join = "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id " if filters else ""
+    rows = conn.execute(
+        f"SELECT chunks_fts.rowid, bm25(chunks_fts) AS s FROM chunks_fts {join}"
+        f"WHERE chunks_fts MATCH ? AND {where} ORDER BY s, chunks_fts.rowid LIMIT ?",
+        (match, *params, k),
+    ).fetchall()
+    return [(int(cid), -float(score)) for cid, score in rows]
+
+
+def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: ``sum(1 / (RRF_K + rank))`` over the rankings (rank from 1); top ``k``, ties by id."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, cid in enumerate(ranking, 1):
+            scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
