@@ -1,4 +1,4 @@
-"""Keyword search over the store's FTS5 index (BM25), and the rank fusion that makes search hybrid.
+"""Keyword search over the store's FTS5 index (BM25), and the score fusion that makes search hybrid.
 
 User text never reaches FTS5's query language as such: every whitespace-separated word becomes a
 double-quoted string (quotes doubled), which FTS5 reads as a phrase of that word's tokens, and the
@@ -12,7 +12,7 @@ import apsw
 from lacy_mlx.errors import InputError
 from lacy_mlx.store.filters import Filters, filter_clause
 
-RRF_K = 60  # Cormack et al. 2009; a rank-only rule, so cosine and BM25 need no common scale
+KEYWORD_WEIGHT = 0.3  # chosen with benchmarks/retrieval.py (docs/store.md)
 MIN_DEPTH = 50  # candidates taken from each ranking before fusing
 
 
@@ -45,10 +45,16 @@ def keyword_search(conn: apsw.Connection, text: str, k: int, filters: Filters | 
     return [(int(cid), -float(score)) for cid, score in rows]
 
 
-def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: ``sum(1 / (RRF_K + rank))`` over the rankings (rank from 1); top ``k``, ties by id."""
-    scores: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, cid in enumerate(ranking, 1):
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+def fuse(cosine: dict[int, float], bm25: dict[int, float], k: int,
+         weight: float = KEYWORD_WEIGHT) -> list[tuple[int, float]]:
+    """Hybrid scores ``(1 - weight) * cosine + weight * bm25 / max(bm25)``; top ``k``, ties by chunk id.
+
+    ``cosine`` must hold every candidate; ``bm25`` those that matched a word (the others count 0).
+    A convex combination of scores, not reciprocal rank fusion: ranks alone cannot tell a query
+    whose one rare word (a code, a name) singles out a chunk from one whose words are all common,
+    while the BM25 ratio to the best match can (measured in docs/store.md).
+    """
+    top = max(bm25.values(), default=0.0)
+    scores = {cid: (1.0 - weight) * cos + (weight * bm25.get(cid, 0.0) / top if top > 0 else 0.0)
+              for cid, cos in cosine.items()}
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]

@@ -156,8 +156,8 @@ class Store(WriteMixin):
         """The ``k`` chunks that best match ``query`` (a text, or a vector of the store's dim), best first.
 
         ``mode``: ``"vector"`` (cosine to the embedded query), ``"keyword"`` (BM25 over the chunks'
-        words; the text is never parsed as FTS5 syntax) or ``"hybrid"`` (both rankings fused by
-        reciprocal rank). None means ``DEFAULT_TEXT_MODE`` for a text and ``"vector"`` for a vector;
+        words; the text is never parsed as FTS5 syntax) or ``"hybrid"`` (both rankings' candidates
+        scored by a weighted sum of cosine and relative BM25, ``keyword.fuse``). None means ``DEFAULT_TEXT_MODE`` for a text and ``"vector"`` for a vector;
         keyword and hybrid need a text. ``filters`` keeps documents whose metadata matches (see
         ``filter_clause``), applied in every ranking before its top-k. ``fast`` picks the in-memory
         mirror (True) or sqlite-vec's exact scan (False) for the vector ranking; None uses the
@@ -184,11 +184,11 @@ class Store(WriteMixin):
             return self._hits(pairs, cosine=dict(pairs))
         depth = max(k, MIN_DEPTH)
         by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast)
-        by_kw = keyword_search(self.conn, query, depth, filters) if fts_query(query) is not None else []
-        fused = fuse([[c for c, _ in by_vec], [c for c, _ in by_kw]], k)
+        by_kw = dict(keyword_search(self.conn, query, depth, filters)) if fts_query(query) is not None else {}
         cosine = dict(by_vec)
-        cosine.update(self._cosines([c for c, _ in fused if c not in cosine], vec))
-        return self._hits(fused, cosine=cosine, bm25=dict(by_kw))
+        cosine.update(self._cosines([c for c in by_kw if c not in cosine], vec))
+        fused = fuse(cosine, by_kw, k)
+        return self._hits(fused, cosine=cosine, bm25=by_kw)
 
     def _search_vector(self, vec: np.ndarray, k: int, filters: Filters | None, use_fast: bool) -> list[tuple[int, float]]:
         return self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
