@@ -21,6 +21,7 @@ from lacy_mlx.store import schema
 from lacy_mlx.store.connection import check_is_sqlite, connect, not_writable
 from lacy_mlx.store.filters import Filters, filter_clause
 from lacy_mlx.store.keyword import MIN_DEPTH, fts_query, fuse, keyword_search
+from lacy_mlx.store.fastpath import MirrorCache
 from lacy_mlx.store.mirror import VectorMirror
 from lacy_mlx.store.records import Document, SearchHit, StoredChunk
 from lacy_mlx.store.writes import WriteMixin
@@ -29,13 +30,14 @@ SEARCH_MODES = ("fast", "exact")  # how the vector ranking is computed (a store 
 RETRIEVAL_MODES = ("vector", "keyword", "hybrid")  # which rankings a search uses (per query)
 DEFAULT_TEXT_MODE = "hybrid"  # chosen by benchmarks/retrieval.py (docs/store.md)
 MAX_EXACT_K = 4096  # sqlite-vec's KNN limit
+RESCORE = (4, 10)  # an int8 mirror's top 4k + 10 candidates are rescored exactly (measured: docs/store.md)
 
 
 class Store(WriteMixin):
     """One lacy store file. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
     def __init__(self, conn: apsw.Connection, path: Path, meta: dict[str, str], embedder: Embedder | None,
-                 read_only: bool) -> None:
+                 read_only: bool, mirror: str = "int8") -> None:
         self._conn = conn
         self.path = path
         self.dim = int(meta["dim"])
@@ -43,20 +45,22 @@ class Store(WriteMixin):
         self.search_mode = meta.get("search_mode", "fast")
         self.read_only = read_only
         self._embedder = embedder
-        self._mirror: VectorMirror | None = None
+        self._fast = MirrorCache(path, self.dim, mirror)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Embedder | None = None, create: bool = True,
              read_only: bool = False, search_mode: str | None = None,
-             progress: schema.Progress | None = None) -> "Store":
+             progress: schema.Progress | None = None, mirror: str = "int8") -> "Store":
         """Open the store at ``path``, creating it (with ``embedder`` or the default one) if missing.
 
         An existing store keeps its embedder: passing a different one raises StoreError, passing
         None rebuilds the recorded one on first use. ``search_mode`` ("fast" or "exact") sets the
         store's default search path when given. A store written by an older lacy-mlx is migrated
-        on open; ``progress(what, done, total)`` reports the steps of a long migration.
+        on open; ``progress(what, done, total)`` reports the steps of a long migration. ``mirror``
+        is the fast path's in-memory copy of the vectors: ``"int8"`` (a quarter of the memory,
+        candidates rescored exactly) or ``"float32"`` (exact scores); see ``store.fastpath``.
         """
         path = Path(path)
         if search_mode is not None and search_mode not in SEARCH_MODES:
@@ -73,7 +77,7 @@ class Store(WriteMixin):
         conn = connect(path, read_only=read_only, create=not exists)
         try:
             meta = cls._check_schema(conn, path, embedder, fresh=not exists, read_only=read_only, progress=progress)
-            store = cls(conn, path, meta, embedder, read_only)
+            store = cls(conn, path, meta, embedder, read_only, mirror)
             if search_mode is not None and search_mode != store.search_mode:
                 store.set_search_mode(search_mode)
             return store
@@ -124,7 +128,8 @@ class Store(WriteMixin):
         return meta
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); a background mirror load stops."""
+        self._fast.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None  # type: ignore[assignment]
@@ -223,7 +228,9 @@ class Store(WriteMixin):
         return [(int(cid), 1.0 - float(dist)) for cid, dist in rows]
 
     def _search_fast(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
-        mirror = self._current_mirror()
+        mirror = self._fast.current(self.conn, wait=k > MAX_EXACT_K)
+        if mirror is None:  # loading in the background: the exact path answers meanwhile
+            return self._search_exact(vec, k, filters)
         allowed = None
         if filters:
             where, params = filter_clause(filters)
@@ -232,28 +239,26 @@ class Store(WriteMixin):
                     f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params)),
                 dtype=np.int64,
             )
-        ids, scores = mirror.search(vec, k, allowed)
-        return list(zip(ids.tolist(), scores.tolist()))
+        if mirror.exact:
+            ids, scores = mirror.search(vec, k, allowed)
+            return list(zip(ids.tolist(), scores.tolist()))
+        ids, _ = mirror.search(vec, RESCORE[0] * k + RESCORE[1], allowed)
+        exact = self._cosines(ids.tolist(), vec)
+        return sorted(exact.items(), key=lambda item: (-item[1], item[0]))[:k]
 
-    def _vectors_version(self) -> int:
-        return int(self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+    @property
+    def _mirror(self) -> VectorMirror | None:
+        return self._fast.mirror
 
-    def _current_mirror(self) -> VectorMirror:
-        """The mirror, reloaded when another process changed the vectors since it was built."""
-        version = self._vectors_version()
-        if self._mirror is None or self._mirror.version != version:
-            with self.conn:  # one read transaction: the version and the rows agree
-                version = self._vectors_version()
-                mirror = VectorMirror(self.dim, version)
-                ids, vecs = [], []
-                for cid, blob in self.conn.execute("SELECT chunk_id, embedding FROM vectors"):
-                    ids.append(cid)
-                    vecs.append(blob)
-                if ids:
-                    mat = np.frombuffer(b"".join(vecs), dtype=np.float32).reshape(len(ids), self.dim)
-                    mirror.add(np.asarray(ids, dtype=np.int64), mat)
-            self._mirror = mirror
-        return self._mirror
+    @_mirror.setter
+    def _mirror(self, mirror: VectorMirror | None) -> None:
+        self._fast.mirror = mirror
+
+    def load_mirror(self) -> VectorMirror:
+        """Build (or wait for) the fast path's mirror now, so no later search falls back to the exact scan."""
+        mirror = self._fast.current(self.conn, wait=True)
+        assert mirror is not None
+        return mirror
 
     def _hits(self, pairs: list[tuple[int, float]], *, cosine: dict[int, float] | None = None,
               bm25: dict[int, float] | None = None) -> list[SearchHit]:
@@ -311,8 +316,9 @@ class Store(WriteMixin):
         pragma = lambda name: int(self.conn.execute(f"PRAGMA {name}").fetchall()[0][0])  # noqa: E731
         page = pragma("page_size")
         wal = Path(str(self.path) + "-wal")
+        counts = self.count()
         return {
-            **self.count(),
+            **counts,
             "path": str(self.path),
             "dim": self.dim,
             "embedder": self.embedder_name,
@@ -321,5 +327,4 @@ class Store(WriteMixin):
             "sqlite_vec": self.conn.execute("SELECT vec_version()").fetchall()[0][0],
             "file_bytes": self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
             "free_bytes": pragma("freelist_count") * page,
-            "mirror_bytes": self._mirror.nbytes if self._mirror is not None else 0,
-        }
+        } | self._fast.stats(counts["vectors"])

@@ -1,0 +1,100 @@
+"""When and how a store (re)builds its vector mirror: inline for small stores, in a thread for large ones.
+
+Opening a store never reads its vectors. The first fast search builds the mirror: inline when the
+store holds at most ``BACKGROUND_ROWS`` vectors (well under a second), otherwise on a thread with
+its own read-only connection, while searches take sqlite-vec's exact path until it is ready, so
+no call waits for a million-row load. A mirror is only ever swapped in whole.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lacy_mlx.store.connection import connect
+from lacy_mlx.store.mirror import MIRROR_DTYPES, VectorMirror, load_mirror
+
+BACKGROUND_ROWS = 200_000
+
+
+def vectors_version(conn: Any) -> int:
+    """The store's ``vectors_version`` counter (bumped by every write to the vectors)."""
+    return int(conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+
+
+def read_mirror(conn: Any, dim: int, dtype: str, *, stop=None, progress=None) -> VectorMirror | None:
+    """Build a mirror from ``conn`` in one read transaction, so its version and rows agree."""
+    with conn:
+        version = vectors_version(conn)
+        total = int(conn.execute("SELECT count(*) FROM chunks").fetchall()[0][0])
+        rows = conn.execute("SELECT chunk_id, embedding FROM vectors")
+        return load_mirror(rows, dim, version, dtype, total=total, progress=progress, stop=stop)
+
+
+class MirrorCache:
+    """The mirror of one open store, its loading state and what it costs."""
+
+    def __init__(self, path: Path, dim: int, dtype: str) -> None:
+        if dtype not in MIRROR_DTYPES:
+            raise ValueError(f"mirror must be one of {MIRROR_DTYPES}, got {dtype!r}")
+        self.path, self.dim, self.dtype = path, dim, dtype
+        self.mirror: VectorMirror | None = None
+        self.load_s: float | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loaded_rows = 0
+
+    def current(self, conn: Any, *, wait: bool = False) -> VectorMirror | None:
+        """The mirror at the store's current version; None while a background load runs (``wait``: load inline)."""
+        version = vectors_version(conn)
+        mirror = self.mirror
+        if mirror is not None and mirror.version == version:
+            return mirror
+        if self._thread is not None and self._thread.is_alive():
+            if not wait:
+                return None
+            self._thread.join()
+            return self.current(conn, wait=True)
+        rows = int(conn.execute("SELECT count(*) FROM chunks").fetchall()[0][0])
+        if wait or rows <= BACKGROUND_ROWS:
+            t0 = time.perf_counter()
+            self.mirror = read_mirror(conn, self.dim, self.dtype)
+            self.load_s = time.perf_counter() - t0
+            return self.mirror
+        self._thread = threading.Thread(target=self._load, name=f"lacy-mirror {self.path.name}", daemon=True)
+        self._thread.start()
+        return None
+
+    def _load(self) -> None:
+        t0 = time.perf_counter()
+        conn = connect(self.path, read_only=True)
+        try:
+            mirror = read_mirror(conn, self.dim, self.dtype, stop=self._stop.is_set,
+                                 progress=lambda done, total: setattr(self, "_loaded_rows", done))
+        finally:
+            conn.close()
+        if mirror is not None:
+            with self._lock:
+                self.mirror, self.load_s = mirror, time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop a background load (it ends at its next batch) and drop the mirror."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.mirror = None
+
+    def stats(self, rows: int) -> dict[str, Any]:
+        """The mirror's kind, state and bytes (estimated from ``rows`` vectors when not loaded)."""
+        loading = self._thread is not None and self._thread.is_alive()
+        per_row = self.dim * (1 if self.dtype == "int8" else 4) + (4 if self.dtype == "int8" else 0) + 8 + 1
+        state = "loading" if loading else ("loaded" if self.mirror is not None else "not loaded")
+        return {
+            "mirror": self.dtype,
+            "mirror_state": state + (f" {self._loaded_rows:,}/{rows:,}" if loading else ""),
+            "mirror_bytes": self.mirror.nbytes if self.mirror is not None else rows * per_row,
+            "mirror_float32_bytes": rows * self.dim * 4,
+            "mirror_load_s": None if self.load_s is None else round(self.load_s, 3),
+        }
