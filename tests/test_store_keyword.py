@@ -69,7 +69,7 @@ def test_hybrid_finds_a_rare_code_that_vector_search_ranks_low(tmp_path):
     # match them all, so the vector ranking cannot single out the one with the code asked for.
     docs = [{"id": f"e{c}", "text": f"The pump controller manual lists error E-{c} among the pump controller faults."}
             for c in (4417, 4714, 7441, 1447, 4147, 7144, 1744, 4174)]
-    docs.append({"id": "target", "text": "E-4471: firmware checksum mismatch, reflash the board."})
+    docs.append({"id": "target", "text": "Controller error E-4471: firmware checksum mismatch, reflash the board."})
     with Store.open(tmp_path / "codes.db", embedder=HashedEmbedder(dim=256)) as s:
         s.add_documents(docs)
         query = "what does pump controller error E-4471 mean"
@@ -145,3 +145,16 @@ def test_migration_builds_the_keyword_index_of_an_old_store(tmp_path, monkeypatc
         assert seen == [("keyword index", 10, 25), ("keyword index", 20, 25), ("keyword index", 25, 25)]
         assert_indexes_agree(s)
         assert _ids(s.search("zx0017", mode="keyword")) == ["d17"]
+
+
+def test_very_common_words_are_left_out_of_large_queries(tmp_path, monkeypatch):
+    from lacy_mlx.store import keyword
+
+    with Store.open(tmp_path / "common.db", embedder=HashedEmbedder(dim=32)) as s:
+        s.add_documents([{"id": str(i), "text": f"common words here, item {i}" + (" Köln" if i == 7 else "")}
+                         for i in range(60)])
+        monkeypatch.setattr(keyword, "COMMON_MIN", 5)  # as if the store were large
+        assert keyword._drop_common(s.conn, ["common", "koln", "7"]) == ["koln", "7"]
+        assert keyword._drop_common(s.conn, ["common", "words"]) in (["common"], ["words"])  # the rarest stays
+        assert _ids(s.search("common words Köln", mode="keyword")) == ["7"]
+        assert len(s.search("common words", mode="keyword", k=100)) == 60

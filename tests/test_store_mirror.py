@@ -86,3 +86,37 @@ def test_a_large_store_loads_its_mirror_in_the_background(tmp_path, monkeypatch)
 def test_bad_mirror_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mirror must be one of"):
         Store.open(tmp_path / "x.db", embedder=HashedEmbedder(dim=DIM), mirror="float16")
+
+
+def _as_dict(batches):
+    return {int(c): v.tobytes() for ids, vecs in batches for c, v in zip(ids, vecs)}
+
+
+def test_shadow_table_reader_matches_the_vec0_scan(tmp_path):
+    rng = np.random.default_rng(4)
+    vecs = _unit(rng, 2500)
+    with Store.open(tmp_path / "sh.db", embedder=HashedEmbedder(dim=DIM)) as s:
+        _fill(s, vecs)
+        for i in range(0, 2500, 30):  # holes in sqlite-vec's chunks (validity bits off)
+            s.delete(str(i))
+        scanned = _as_dict(fastpath.scan_batches(s.conn, DIM))
+        assert len(scanned) == s.count()["vectors"]
+        assert _as_dict(fastpath.shadow_batches(s.conn, DIM)) == scanned
+        s.vacuum()
+        assert _as_dict(fastpath.shadow_batches(s.conn, DIM)) == _as_dict(fastpath.scan_batches(s.conn, DIM))
+        assert len(fastpath.read_mirror(s.conn, DIM, "int8")) == len(scanned)
+
+
+def test_an_unknown_shadow_layout_falls_back_to_the_scan(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    vecs = _unit(rng, 300)
+    with Store.open(tmp_path / "fb.db", embedder=HashedEmbedder(dim=DIM)) as s:
+        _fill(s, vecs)
+
+        def broken(conn, dim):
+            raise fastpath._LayoutMismatch("renamed")
+            yield  # pragma: no cover
+
+        monkeypatch.setattr(fastpath, "shadow_batches", broken)
+        assert len(fastpath.read_mirror(s.conn, DIM, "float32")) == 300
+        assert s.search(vecs[3], k=1, fast=True)[0].score == pytest.approx(1.0, abs=1e-5)

@@ -164,33 +164,19 @@ class VectorMirror:
         return self._ids[top].copy(), scores[top].astype(np.float32)
 
 
-def load_mirror(rows: Iterable[tuple[int, bytes]], dim: int, version: int, dtype: str, *,
+def load_mirror(batches: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, version: int, dtype: str, *,
                 total: int = 0, progress: Callable[[int, int], None] | None = None,
                 stop: Callable[[], bool] | None = None) -> VectorMirror | None:
-    """A mirror of ``(chunk id, float32 blob)`` rows, built ``LOAD_BATCH`` rows at a time (so only one
+    """A mirror of ``(chunk ids, float32 vectors)`` batches, quantized batch by batch (so only one
     batch is ever held as float32); None if ``stop()`` turned true on the way."""
     mirror = VectorMirror(dim, version, dtype)
     mirror.reserve(total)  # one allocation instead of doublings
-    ids: list[int] = []
-    blobs: list[bytes] = []
-
-    def flush() -> None:
-        mat = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
-        mirror.add(np.asarray(ids, dtype=np.int64), mat)
-        ids.clear()
-        blobs.clear()
+    for ids, vectors in batches:
+        mirror.add(ids, vectors)
         if progress:
             progress(len(mirror), total)
-
-    for cid, blob in rows:
-        ids.append(cid)
-        blobs.append(blob)
-        if len(ids) == LOAD_BATCH:
-            flush()
-            if stop is not None and stop():
-                return None
-    if ids:
-        flush()
+        if stop is not None and stop():
+            return None
     return mirror
 
 

@@ -30,7 +30,7 @@ SEARCH_MODES = ("fast", "exact")  # how the vector ranking is computed (a store 
 RETRIEVAL_MODES = ("vector", "keyword", "hybrid")  # which rankings a search uses (per query)
 DEFAULT_TEXT_MODE = "hybrid"  # chosen by benchmarks/retrieval.py (docs/store.md)
 MAX_EXACT_K = 4096  # sqlite-vec's KNN limit
-RESCORE = (4, 10)  # an int8 mirror's top 4k + 10 candidates are rescored exactly (measured: docs/store.md)
+RESCORE = (2, 10)  # an int8 mirror's top 2k + 10 candidates are rescored exactly (measured: docs/store.md)
 
 
 class Store(WriteMixin):
@@ -199,14 +199,15 @@ class Store(WriteMixin):
         return self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
 
     def _cosines(self, ids: list[int], vec: np.ndarray) -> dict[int, float]:
-        """Exact cosine of ``vec`` to these chunks' stored vectors."""
-        if not ids:
-            return {}
-        rows = self.conn.execute(
-            f"SELECT chunk_id, vec_distance_cosine(embedding, ?) FROM vectors WHERE chunk_id IN ({', '.join('?' * len(ids))})",
-            (vec.astype(np.float32).tobytes(), *ids),
-        ).fetchall()
-        return {int(cid): 1.0 - float(dist) for cid, dist in rows}
+        """Exact cosine of ``vec`` to these chunks' stored vectors (absent ids are left out)."""
+        blob = vec.astype(np.float32).tobytes()
+        out = {}
+        for cid in ids:  # one rowid lookup each: vec0 answers `IN (...)` with a full scan
+            rows = self.conn.execute("SELECT vec_distance_cosine(embedding, ?) FROM vectors WHERE chunk_id = ?",
+                                     (blob, cid)).fetchall()
+            if rows:
+                out[int(cid)] = 1.0 - float(rows[0][0])
+        return out
 
     def _search_exact(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
         if k > MAX_EXACT_K:
