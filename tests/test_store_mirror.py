@@ -68,13 +68,14 @@ def test_a_large_store_loads_its_mirror_in_the_background(tmp_path, monkeypatch)
     with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
         _fill(s, vecs)
     monkeypatch.setattr(fastpath, "BACKGROUND_ROWS", 100)
+    monkeypatch.setattr(fastpath, "COMPACT_ROWS", 1000)  # "auto" picks int8 above it
     with Store.open(path) as s:
         assert s.stats()["mirror_state"] == "not loaded"
         assert s.stats()["mirror_bytes"] == 2000 * (DIM + 4 + 8 + 1)  # the estimate before loading
         want = s.search(vecs[7], k=5, fast=False)
         assert s.search(vecs[7], k=5, fast=True) == want  # answered at once, by the exact path if still loading
         mirror = s.load_mirror()
-        assert len(mirror) == 2000 and s.stats()["mirror_state"] == "loaded"
+        assert len(mirror) == 2000 and mirror.dtype == "int8" and s.stats()["mirror_state"] == "loaded"
         assert s.search(vecs[7], k=5, fast=True) == want
         s.add_documents([DocumentInput(chunks=["new"], vectors=vecs[:1] * -1, external_id="neg")])
         assert s.search(-vecs[0], k=1, fast=True)[0].external_id == "neg"  # own delta applied

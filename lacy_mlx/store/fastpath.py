@@ -19,6 +19,10 @@ from lacy_mlx.store.connection import connect
 from lacy_mlx.store.mirror import LOAD_BATCH, MIRROR_DTYPES, VectorMirror, load_mirror
 
 BACKGROUND_ROWS = 200_000
+# "auto" mirrors: float32 up to this many vectors (exact, and BLAS beats int8 plus rescoring there:
+# each rescored candidate is a sqlite-vec rowid lookup of ~0.2-0.8 ms), int8 above.
+COMPACT_ROWS = 200_000
+MIRROR_KINDS = ("auto", *MIRROR_DTYPES)
 
 
 def vectors_version(conn: Any) -> int:
@@ -88,8 +92,8 @@ class MirrorCache:
     """The mirror of one open store, its loading state and what it costs."""
 
     def __init__(self, path: Path, dim: int, dtype: str) -> None:
-        if dtype not in MIRROR_DTYPES:
-            raise ValueError(f"mirror must be one of {MIRROR_DTYPES}, got {dtype!r}")
+        if dtype not in MIRROR_KINDS:
+            raise ValueError(f"mirror must be one of {MIRROR_KINDS}, got {dtype!r}")
         self.path, self.dim, self.dtype = path, dim, dtype
         self.mirror: VectorMirror | None = None
         self.load_s: float | None = None
@@ -112,7 +116,7 @@ class MirrorCache:
         rows = int(conn.execute("SELECT count(*) FROM chunks").fetchall()[0][0])
         if wait or rows <= BACKGROUND_ROWS:
             t0 = time.perf_counter()
-            self.mirror = read_mirror(conn, self.dim, self.dtype)
+            self.mirror = read_mirror(conn, self.dim, self._dtype_for(rows))
             self.load_s = time.perf_counter() - t0
             return self.mirror
         self._thread = threading.Thread(target=self._load, name=f"lacy-mirror {self.path.name}", daemon=True)
@@ -123,13 +127,19 @@ class MirrorCache:
         t0 = time.perf_counter()
         conn = connect(self.path, read_only=True)
         try:
-            mirror = read_mirror(conn, self.dim, self.dtype, stop=self._stop.is_set,
+            rows = int(conn.execute("SELECT count(*) FROM chunks").fetchall()[0][0])
+            mirror = read_mirror(conn, self.dim, self._dtype_for(rows), stop=self._stop.is_set,
                                  progress=lambda done, total: setattr(self, "_loaded_rows", done))
         finally:
             conn.close()
         if mirror is not None:
             with self._lock:
                 self.mirror, self.load_s = mirror, time.perf_counter() - t0
+
+    def _dtype_for(self, rows: int) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "int8" if rows > COMPACT_ROWS else "float32"
 
     def close(self) -> None:
         """Stop a background load (it ends at its next batch) and drop the mirror."""
@@ -141,10 +151,11 @@ class MirrorCache:
     def stats(self, rows: int) -> dict[str, Any]:
         """The mirror's kind, state and bytes (estimated from ``rows`` vectors when not loaded)."""
         loading = self._thread is not None and self._thread.is_alive()
-        per_row = self.dim * (1 if self.dtype == "int8" else 4) + (4 if self.dtype == "int8" else 0) + 8 + 1
+        dtype = self.mirror.dtype if self.mirror is not None else self._dtype_for(rows)
+        per_row = self.dim * (1 if dtype == "int8" else 4) + (4 if dtype == "int8" else 0) + 8 + 1
         state = "loading" if loading else ("loaded" if self.mirror is not None else "not loaded")
         return {
-            "mirror": self.dtype,
+            "mirror": dtype,
             "mirror_state": state + (f" {self._loaded_rows:,}/{rows:,}" if loading else ""),
             "mirror_bytes": self.mirror.nbytes if self.mirror is not None else rows * per_row,
             "mirror_float32_bytes": rows * self.dim * 4,

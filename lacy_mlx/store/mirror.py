@@ -11,7 +11,6 @@ it reload.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -23,10 +22,6 @@ except ImportError:  # pragma: no cover - simsimd is a declared dependency
 
 MIRROR_DTYPES = ("int8", "float32")
 LOAD_BATCH = 65_536  # rows read and quantized at a time while loading
-
-
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def quantize_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +39,8 @@ def int8_dots(mat: np.ndarray, q8: np.ndarray, out: np.ndarray | None = None) ->
     if n == 0:
         return out
     if simsimd is not None:
-        simsimd.cdist(q8[None], mat, metric="dot", out=out.reshape(1, n), out_dtype="float32", threads=_threads())
+        # One thread: starting threads per call cost ~15 ms on a busy 2-core machine (docs/store.md).
+        simsimd.cdist(q8[None], mat, metric="dot", out=out.reshape(1, n), out_dtype="float32", threads=1)
         return out
     return int8_dots_numpy(mat, q8, out)
 

@@ -37,7 +37,7 @@ class Store(WriteMixin):
     """One lacy store file. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
     def __init__(self, conn: apsw.Connection, path: Path, meta: dict[str, str], embedder: Embedder | None,
-                 read_only: bool, mirror: str = "int8") -> None:
+                 read_only: bool, mirror: str = "auto") -> None:
         self._conn = conn
         self.path = path
         self.dim = int(meta["dim"])
@@ -52,7 +52,7 @@ class Store(WriteMixin):
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Embedder | None = None, create: bool = True,
              read_only: bool = False, search_mode: str | None = None,
-             progress: schema.Progress | None = None, mirror: str = "int8") -> "Store":
+             progress: schema.Progress | None = None, mirror: str = "auto") -> "Store":
         """Open the store at ``path``, creating it (with ``embedder`` or the default one) if missing.
 
         An existing store keeps its embedder: passing a different one raises StoreError, passing
@@ -60,7 +60,8 @@ class Store(WriteMixin):
         store's default search path when given. A store written by an older lacy-mlx is migrated
         on open; ``progress(what, done, total)`` reports the steps of a long migration. ``mirror``
         is the fast path's in-memory copy of the vectors: ``"int8"`` (a quarter of the memory,
-        candidates rescored exactly) or ``"float32"`` (exact scores); see ``store.fastpath``.
+        candidates rescored exactly), ``"float32"`` (exact scores) or ``"auto"`` (float32 up to
+        ``fastpath.COMPACT_ROWS`` vectors, int8 above); see ``store.fastpath``.
         """
         path = Path(path)
         if search_mode is not None and search_mode not in SEARCH_MODES:
@@ -188,15 +189,19 @@ class Store(WriteMixin):
             pairs = self._search_vector(vec, k, filters, use_fast)
             return self._hits(pairs, cosine=dict(pairs))
         depth = max(k, MIN_DEPTH)
-        by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast)
+        # The candidates' cosines may be the int8 mirror's approximations; the k kept are made exact.
+        by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast, rescore=False)
         by_kw = dict(keyword_search(self.conn, query, depth, filters)) if fts_query(query) is not None else {}
         cosine = dict(by_vec)
         cosine.update(self._cosines([c for c in by_kw if c not in cosine], vec))
-        fused = fuse(cosine, by_kw, k)
-        return self._hits(fused, cosine=cosine, bm25=by_kw)
+        top = [c for c, _ in fuse(cosine, by_kw, k)]
+        exact = self._cosines(top, vec)
+        fused = fuse(exact, by_kw, k)
+        return self._hits(fused, cosine=exact, bm25=by_kw)
 
-    def _search_vector(self, vec: np.ndarray, k: int, filters: Filters | None, use_fast: bool) -> list[tuple[int, float]]:
-        return self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
+    def _search_vector(self, vec: np.ndarray, k: int, filters: Filters | None, use_fast: bool,
+                       rescore: bool = True) -> list[tuple[int, float]]:
+        return self._search_fast(vec, k, filters, rescore) if use_fast else self._search_exact(vec, k, filters)
 
     def _cosines(self, ids: list[int], vec: np.ndarray) -> dict[int, float]:
         """Exact cosine of ``vec`` to these chunks' stored vectors (absent ids are left out)."""
@@ -228,7 +233,9 @@ class Store(WriteMixin):
             ).fetchall()
         return [(int(cid), 1.0 - float(dist)) for cid, dist in rows]
 
-    def _search_fast(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
+    def _search_fast(self, vec: np.ndarray, k: int, filters: Filters | None,
+                     rescore: bool = True) -> list[tuple[int, float]]:
+        """Top-``k`` by the mirror; an int8 mirror's candidates are rescored exactly unless ``rescore`` is False."""
         mirror = self._fast.current(self.conn, wait=k > MAX_EXACT_K)
         if mirror is None:  # loading in the background: the exact path answers meanwhile
             return self._search_exact(vec, k, filters)
@@ -240,7 +247,7 @@ class Store(WriteMixin):
                     f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params)),
                 dtype=np.int64,
             )
-        if mirror.exact:
+        if mirror.exact or not rescore:
             ids, scores = mirror.search(vec, k, allowed)
             return list(zip(ids.tolist(), scores.tolist()))
         ids, _ = mirror.search(vec, RESCORE[0] * k + RESCORE[1], allowed)
