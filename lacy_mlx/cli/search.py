@@ -49,7 +49,7 @@ def format_table(hits: list[SearchHit], width: int | None = None) -> str:
         source = (h.title or h.external_id or str(h.document_id))[:24] + f" [{h.ordinal}]"
         text = " ".join(h.text.split())
         room = max(20, width - 42)
-        lines.append(f"{rank:>2}  {h.score:6.3f}  {source:<28}  {text[:room - 1] + '…' if len(text) > room else text}")
+        lines.append(f"{rank:>2}  {h.score:6.3g}  {source:<28}  {text[:room - 1] + '…' if len(text) > room else text}")
     return "\n".join(lines)
 
 
