@@ -121,3 +121,17 @@ def test_an_unknown_shadow_layout_falls_back_to_the_scan(tmp_path, monkeypatch):
         monkeypatch.setattr(fastpath, "shadow_batches", broken)
         assert len(fastpath.read_mirror(s.conn, DIM, "float32")) == 300
         assert s.search(vecs[3], k=1, fast=True)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_scores_of_chosen_ids_follow_adds_and_deletes(dtype):
+    rng = np.random.default_rng(6)
+    vecs, q = _unit(rng, 300), _unit(rng, 1)[0]
+    mirror = VectorMirror(DIM, 0, dtype)
+    mirror.add(np.arange(1, 201), vecs[:200])
+    mirror.remove(np.array([5, 5, 6]))
+    mirror.add(np.arange(150, 250), vecs[200:])  # out of order now: found through the id map
+    got = mirror.score_ids(q, np.array([1, 5, 180, 249, 999]))
+    assert set(got) == {1, 180, 249} and len(mirror) == 298
+    np.testing.assert_allclose(got[1], vecs[0] @ q, atol=0.01 if dtype == "int8" else 1e-6)
+    np.testing.assert_allclose(got[249], vecs[299] @ q, atol=0.01 if dtype == "int8" else 1e-6)

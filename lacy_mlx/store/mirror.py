@@ -69,6 +69,7 @@ class VectorMirror:
         self._n = 0  # rows in use (alive or tombstoned)
         self._dead = 0
         self._row_of: dict[int, int] | None = None  # chunk id -> row, built on first delete
+        self._sorted = True  # ids ascending (the store's appends keep them so): rows found by bisection
 
     def __len__(self) -> int:
         return self._n - self._dead
@@ -97,6 +98,8 @@ class VectorMirror:
         n_new = len(ids)
         if self._n + n_new > len(self._ids):
             self.reserve(max(self._n + n_new, 2 * len(self._ids), 1024))
+        if n_new and ((self._n and ids[0] <= self._ids[self._n - 1]) or np.any(np.diff(ids) <= 0)):
+            self._sorted = False
         sl = slice(self._n, self._n + n_new)
         if self.dtype == "int8":
             self._mat[sl], self._scale[sl] = quantize_rows(np.asarray(vectors, dtype=np.float32))
@@ -108,13 +111,35 @@ class VectorMirror:
             self._row_of.update(zip(ids.tolist(), range(self._n, self._n + n_new)))
         self._n += n_new
 
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each chunk id, -1 where absent or deleted."""
+        if self._n == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        if self._sorted and self._row_of is None:
+            held = self._ids[: self._n]
+            pos = np.searchsorted(held, ids).clip(max=self._n - 1)
+            rows = np.where(held[pos] == ids, pos, -1)
+        else:
+            if self._row_of is None:
+                self._row_of = {int(c): r for r, c in enumerate(self._ids[: self._n].tolist())}
+            rows = np.asarray([self._row_of.get(int(c), -1) for c in ids.tolist()], dtype=np.int64)
+        ok = rows >= 0
+        rows[ok] = np.where(self._alive[rows[ok]], rows[ok], -1)
+        return rows
+
+    def score_ids(self, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
+        """Scores of a unit ``query`` against these chunk ids only (approximate for int8); absent ids left out."""
+        rows = self._rows(np.asarray(ids, dtype=np.int64))
+        ok = rows >= 0
+        mat = self._mat[rows[ok]].astype(np.float32)
+        if self.dtype == "int8":
+            mat *= self._scale[rows[ok], None]
+        return dict(zip(np.asarray(ids)[ok].tolist(), (mat @ query).tolist()))
+
     def remove(self, ids: np.ndarray) -> None:
         """Tombstone rows by chunk id; compact once a quarter of the rows are dead."""
-        if self._row_of is None:
-            self._row_of = {int(c): r for r, c in enumerate(self._ids[: self._n].tolist())}
-        for cid in ids.tolist():
-            row = self._row_of.pop(int(cid), None)
-            if row is not None and self._alive[row]:
+        for row in self._rows(np.unique(np.asarray(ids, dtype=np.int64))).tolist():
+            if row >= 0:
                 self._alive[row] = False
                 self._mat[row] = 0  # scores 0 until compaction; masked below anyway
                 self._dead += 1
@@ -128,7 +153,9 @@ class VectorMirror:
             self._scale = self._scale[keep].copy()
         self._ids = self._ids[keep].copy()
         self._alive = np.ones(len(keep), dtype=bool)
-        self._n, self._dead, self._row_of = len(keep), 0, None
+        self._n, self._dead = len(keep), 0
+        if self._row_of is not None:
+            self._row_of = {int(c): r for r, c in enumerate(self._ids.tolist())}
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Cosine of a unit ``query`` to every row in use (approximate for int8), float32 (n,)."""

@@ -189,15 +189,19 @@ class Store(WriteMixin):
             pairs = self._search_vector(vec, k, filters, use_fast)
             return self._hits(pairs, cosine=dict(pairs))
         depth = max(k, MIN_DEPTH)
-        # The candidates' cosines may be the int8 mirror's approximations; the k kept are made exact.
         by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast, rescore=False)
         by_kw = dict(keyword_search(self.conn, query, depth, filters)) if fts_query(query) is not None else {}
+        # Candidates' cosines come from the mirror when it is loaded (approximate if int8) and from
+        # sqlite-vec rowid lookups otherwise; the k kept are made exact.
+        mirror = self._fast.mirror if use_fast else None
         cosine = dict(by_vec)
-        cosine.update(self._cosines([c for c in by_kw if c not in cosine], vec))
-        top = [c for c, _ in fuse(cosine, by_kw, k)]
-        exact = self._cosines(top, vec)
-        fused = fuse(exact, by_kw, k)
-        return self._hits(fused, cosine=exact, bm25=by_kw)
+        missing = [c for c in by_kw if c not in cosine]
+        cosine.update(mirror.score_ids(vec, np.asarray(missing)) if mirror is not None else self._cosines(missing, vec))
+        fused = fuse(cosine, by_kw, k)
+        if mirror is None or not mirror.exact:
+            exact = self._cosines([c for c, _ in fused], vec)
+            fused, cosine = fuse(exact, by_kw, k), exact
+        return self._hits(fused, cosine=cosine, bm25=by_kw)
 
     def _search_vector(self, vec: np.ndarray, k: int, filters: Filters | None, use_fast: bool,
                        rescore: bool = True) -> list[tuple[int, float]]:
