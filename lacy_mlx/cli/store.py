@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(stats, indent=2))
             else:
                 for key, value in stats.items():
-                    print(f"{key:>15}: {value}")
+                    print(f"{key:>20}: {value}")
         elif args.verb == "delete":
             missing = [ref for ref in args.ids if not store.delete(int(ref) if ref.isdigit() else ref)]
             print(f"deleted {len(args.ids) - len(missing)} document(s)")
