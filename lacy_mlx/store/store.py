@@ -191,14 +191,15 @@ class Store(WriteMixin):
         depth = max(k, MIN_DEPTH)
         by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast, rescore=False)
         by_kw = dict(keyword_search(self.conn, query, depth, filters)) if fts_query(query) is not None else {}
-        # Candidates' cosines come from the mirror when it is loaded (approximate if int8) and from
-        # sqlite-vec rowid lookups otherwise; the k kept are made exact.
-        mirror = self._fast.mirror if use_fast else None
+        # Candidates' cosines come from the mirror when it is current (approximate if int8), else from
+        # sqlite-vec rowid lookups; with an int8 mirror the k kept are rescored exactly.
+        mirror = self._fast.current(self.conn) if use_fast else None
         cosine = dict(by_vec)
-        missing = [c for c in by_kw if c not in cosine]
-        cosine.update(mirror.score_ids(vec, np.asarray(missing)) if mirror is not None else self._cosines(missing, vec))
+        if mirror is not None:
+            cosine.update(mirror.score_ids(vec, np.asarray([c for c in by_kw if c not in cosine], dtype=np.int64)))
+        cosine.update(self._cosines([c for c in by_kw if c not in cosine], vec))
         fused = fuse(cosine, by_kw, k)
-        if mirror is None or not mirror.exact:
+        if mirror is not None and not mirror.exact:
             exact = self._cosines([c for c, _ in fused], vec)
             fused, cosine = fuse(exact, by_kw, k), exact
         return self._hits(fused, cosine=cosine, bm25=by_kw)
