@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['float32_ms']:>7.2f} {r['numpy_ms']:>7.2f} {r['keyword_ms']:>7.2f} {r['hybrid_ms']:>7.2f} "
               f"{r['int8_over_numpy']:>7.2f} {r['int8_recall_at_k']:>6.3f} {r['int8_mirror_mb']:>7.0f} "
               f"{r['numpy_matrix_mb']:>7.0f} {r['mirror_load_int8_s']:>6.1f} {r['file_mb']:>7.0f}")
-    print("(query times: median ms; recall: int8 mirror's recall@k against exact float64)")
+    print("(query times: median ms; recall: int8 mirror's recall@k against numpy float32)")
     print(json.dumps({"benchmark": "store", "rows": rows}))
     return 0
 
