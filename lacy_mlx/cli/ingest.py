@@ -8,6 +8,7 @@ import warnings
 from lacy_mlx.chunker import ChunkerConfig
 from lacy_mlx.embed.registry import resolve_embedder
 from lacy_mlx.ingest import find_files, read_documents
+from lacy_mlx.cli.store import migration_progress
 from lacy_mlx.store import AddResult, Store
 
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     files = find_files(args.paths)
     chunker = ChunkerConfig(args.max_tokens, args.overlap)
     total = AddResult()
-    with warnings.catch_warnings(record=True) as caught, Store.open(args.db, embedder=embedder) as store:
+    with warnings.catch_warnings(record=True) as caught, Store.open(args.db, embedder=embedder,
+                                                                     progress=migration_progress) as store:
         warnings.simplefilter("always")
         for path in tqdm(files, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr):
             result = store.add_documents(read_documents(path), batch_size=args.batch_size, on_error="skip",

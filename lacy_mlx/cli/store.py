@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from lacy_mlx.errors import StoreError
 from lacy_mlx.store import Store
@@ -26,16 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def migration_progress(what: str, done: int, total: int) -> None:
+    """Print a store upgrade's steps on stderr (``Store.open(progress=...)``)."""
+    print(f"upgrading the store: {what} {done:,}/{total:,} chunks", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     read_only = args.verb in ("stats", "list")
-    with Store.open(args.db, create=False, read_only=read_only) as store:
+    with Store.open(args.db, create=False, read_only=read_only,
+                    progress=None if read_only else migration_progress) as store:
         if args.verb == "stats":
             stats = store.stats()
             if args.json:
                 print(json.dumps(stats, indent=2))
             else:
                 for key, value in stats.items():
-                    print(f"{key:>15}: {value}")
+                    print(f"{key:>20}: {value}")
         elif args.verb == "delete":
             missing = [ref for ref in args.ids if not store.delete(int(ref) if ref.isdigit() else ref)]
             print(f"deleted {len(args.ids) - len(missing)} document(s)")
