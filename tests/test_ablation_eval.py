@@ -53,8 +53,9 @@ def test_eval_command_end_to_end(ablation, tmp_path, capsys):
     assert set(report["metrics"]) == {"alone", "budget=0.1", "budget=0.3"}
     assert set(report["metrics"]["alone"]) == {"frequent", "seen once", "never seen"}
     assert db.is_file()  # the store is kept where --db says, with the fresh people's passages in it
-    assert cli_main(["eval", *args]) == 0
-    assert "never seen" in capsys.readouterr().out
+    assert cli_main(["eval", *args, "--copy-probe", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "never seen" in text and "copy probe, seen once: probes 7, acc_alone" in text
     assert cli_main(["eval", str(tmp_path), "--people", "1"]) == 1  # not a trained folder: one clear error
     assert "lacy-mlx train" in capsys.readouterr().err
 

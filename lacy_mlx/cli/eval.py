@@ -28,21 +28,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=80, help="most tokens per biography (default 80)")
     p.add_argument("--distractors", type=int, default=300, help="other training people whose passages the store holds")
     p.add_argument("--frequent-min", type=int, default=10, help="mentions that make a person 'frequent' (default 10)")
+    p.add_argument("--copy-probe", type=int, default=0, metavar="N",
+                   help="also run the oracle-evidence copy probe on the first N people of each group")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--plot", help="write a PNG of factual precision against call rate (needs matplotlib)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lacy_mlx.train.evaluate import evaluate
+    from lacy_mlx.train.evaluate import copy_probe_groups, evaluate
     from lacy_mlx.train.plot import plot_precision
 
     report = evaluate(args.model, db=args.db, per_group=args.people, seed=args.seed,
                       budgets=args.budget or [None], threshold=args.threshold, max_tokens=args.max_tokens,
                       query=args.query, k=args.k, distractors=args.distractors, frequent_min=args.frequent_min)
     summary = report.summary()
+    probe = copy_probe_groups(args.model, per_group=args.copy_probe, seed=args.seed,
+                              frequent_min=args.frequent_min) if args.copy_probe else None
     if args.plot:
         plot_precision({report.model: summary}, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
-    print(json.dumps({"model": report.model, "metrics": summary}) if args.json else report.table())
+    if args.json:
+        print(json.dumps({"model": report.model, "metrics": summary, **({"copy_probe": probe} if probe else {})}))
+        return 0
+    print(report.table())
+    for group, r in (probe or {}).items():
+        print(f"copy probe, {group}: " + ", ".join(f"{k} {v}" for k, v in r.items()))
     return 0

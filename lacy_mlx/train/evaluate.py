@@ -186,3 +186,14 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
             }
         lacy.store.close()
     return report
+
+
+def copy_probe_groups(model_dir: str | Path, *, per_group: int = 10, seed: int | None = None,
+                      frequent_min: int = 10) -> dict[str, dict]:
+    """:func:`lacy_mlx.train.copy_eval.copy_probe` summaries for the first ``per_group`` people of each
+    group of :func:`eval_people` (distractor passages drawn from the training people)."""
+    from lacy_mlx.train.copy_eval import copy_probe
+
+    chosen = eval_people(model_dir, per_group=per_group, seed=seed, frequent_min=frequent_min, distractors=0)
+    trained = load_people(Path(model_dir) / "data" / "ground_truth.json")
+    return {g: copy_probe(model_dir, ps, distractors=trained).summary() for g, ps in chosen.groups.items()}
