@@ -58,6 +58,8 @@ def test_eval_command_end_to_end(ablation, tmp_path, capsys):
     assert "never seen" in text and "copy probe, seen once: probes 7, acc_alone" in text
     assert cli_main(["eval", str(tmp_path), "--people", "1"]) == 1  # not a trained folder: one clear error
     assert "lacy-mlx train" in capsys.readouterr().err
+    assert cli_main(["eval", str(out / "lacy"), "--seed", "1"]) == 1  # the training seed: ids would collide
+    assert "pick another one" in capsys.readouterr().err
 
 
 def test_eval_plot(ablation, tmp_path):

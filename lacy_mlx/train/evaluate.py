@@ -61,6 +61,7 @@ def eval_people(model_dir: str | Path, *, per_group: int = 20, seed: int | None 
         if seed is None:
             chosen["never seen"] = load_people(data / "heldout.json")[:per_group]
         else:
+            _check_fresh_seed(Path(model_dir), seed)
             unseen = make_people(per_group, seed, max_mentions=1, exclude_names={p.name for p in trained})
             chosen["never seen"] = unseen
             fresh = evidence_records(unseen, seed)
@@ -68,6 +69,16 @@ def eval_people(model_dir: str | Path, *, per_group: int = 20, seed: int | None 
     with open(data / "evidence.jsonl", encoding="utf-8") as f:
         records = [r for r in map(json.loads, f) if r["metadata"]["person"] in keep]
     return EvalPeople(chosen, records + fresh)
+
+
+def _check_fresh_seed(model_dir: Path, seed: int) -> None:
+    """A fresh knowledge base needs a seed the run did not use: person ids derive from the seed."""
+    cfg_path = model_dir / "training_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    used = {cfg.get("corpus_seed", 1), cfg.get("heldout_seed", 2)}
+    if seed in used:
+        raise InputError(f"--seed {seed} is a seed this model was trained or held out with ({sorted(used)}): "
+                         "pick another one for a fresh knowledge base")
 
 
 def model_embedder(model_dir: str | Path) -> Any:
@@ -178,13 +189,15 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
         report = EvalReport(model_dir.name, {g: [p.pid for p in ps] for g, ps in chosen.groups.items()})
         settings: list[tuple[str, bool, float | None]] = [("alone", True, None)]
         settings += [("cascade" if b is None else f"budget={b:g}", False, b) for b in budgets]
-        for name, alone, budget in settings:
-            report.runs[name] = {
-                g: [write_biography(lacy, p, alone=alone, max_tokens=max_tokens, threshold=threshold, budget=budget,
-                                    gate_mode=gate_mode) for p in ps]
-                for g, ps in chosen.groups.items()
-            }
-        lacy.store.close()
+        try:
+            for name, alone, budget in settings:
+                report.runs[name] = {
+                    g: [write_biography(lacy, p, alone=alone, max_tokens=max_tokens, threshold=threshold,
+                                        budget=budget, gate_mode=gate_mode) for p in ps]
+                    for g, ps in chosen.groups.items()
+                }
+        finally:
+            lacy.store.close()
     return report
 
 
