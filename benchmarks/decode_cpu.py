@@ -12,6 +12,8 @@ Engines, each in its own worker process (so each one's peak memory is its own):
 - ``llama.cpp``: llama-cpp-python on the GGUF itself, when it is importable (optional, it
   compiles llama.cpp: ``pip install llama-cpp-python``), loaded with ``use_extra_bufts=False``.
 
+Peak memory: the worker's peak RSS (which includes its imports: mlx-lm imports transformers,
+which imports torch when it is installed, ~250 MB) and, for MLX engines, MLX's own peak.
 Every engine gets the same prompt ids (``--prompts`` lengths) and decodes ``--tokens`` greedy
 tokens; prefill = time to the first token. Rounds are interleaved (engines rotated per round),
 medians over ``--repeats``; ``--threads`` sets BLAS/torch/llama.cpp/kernel threads per worker.
@@ -168,8 +170,10 @@ def serve(engine: str, threads: int) -> None:
         req = json.loads(line)
         stamps, out = run(req["ids"], req["tokens"])
         decode = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
-        stdout.write(json.dumps({"prefill_s": stamps[0], "decode_tps": decode, "ids": out,
-                                 "peak_mb": peak_rss_mb()}) + "\n")
+        reply = {"prefill_s": stamps[0], "decode_tps": decode, "ids": out, "peak_mb": peak_rss_mb()}
+        if "mlx" in sys.modules:  # MLX's own peak (weights, cache, activations): the process less its imports
+            reply["mlx_peak_mb"] = sys.modules["mlx.core"].get_peak_memory() / 1e6
+        stdout.write(json.dumps(reply) + "\n")
         stdout.flush()
 
 
@@ -218,6 +222,8 @@ def bench(engines: list[str], threads: int, prompts: list[int], tokens: int, rep
             out[e][n] = {"prefill_tps": round(n / statistics.median(x["prefill_s"] for x in rs), 1),
                          "decode_tps": round(statistics.median(x["decode_tps"] for x in rs), 1),
                          "peak_mb": round(max(x["peak_mb"] for x in rs)), "ids": rs[0]["ids"]}
+            if "mlx_peak_mb" in rs[0]:
+                out[e][n]["mlx_peak_mb"] = round(max(x["mlx_peak_mb"] for x in rs))
     return out
 
 
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OpenBLAS preloaded: {openblas_preloaded()}, GGUF {gguf_mb:.0f} MB, {a.tokens} tokens decoded, "
           f"medians of {a.repeats} interleaved rounds")
     print(f"{'threads':>7} {'engine':>11} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak MB':>8}"
-          f" {'same ids as lacy':>16}")
+          f" {'MLX MB':>7} {'same ids as lacy':>16}")
     for t in (int(x) for x in a.threads.split(",")):
         res = bench(engines, t, prompts, a.tokens, a.repeats)
         record["results"][str(t)] = res
@@ -255,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             for n in prompts:
                 r = res[e][n]
                 same = r["ids"] == res[engines[0]][n]["ids"]
+                mlx_mb = f"{r['mlx_peak_mb']:7.0f}" if "mlx_peak_mb" in r else f"{'-':>7}"
                 print(f"{t:>7} {e:>11} {n:>6} {r['prefill_tps']:14.1f} {r['decode_tps']:13.1f} {r['peak_mb']:8.0f}"
-                      f" {str(same):>16}")
+                      f" {mlx_mb} {str(same):>16}")
         if "llama.cpp" not in engines and str(t) in EARLIER_LLAMA_CPP:
             ref = EARLIER_LLAMA_CPP[str(t)]
             print(f"{t:>7} {'llama.cpp*':>11} {'':>6} {ref['prefill_tps']:14.1f} {ref['decode_tps']:13.1f}"
