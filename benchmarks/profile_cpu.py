@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="an MLX model folder")
     p.add_argument("--context", type=int, default=200, help="cached tokens before the decode step (not a multiple of 256: mlx-lm grows its cache then)")
-    p.add_argument("--prefill", type=int, default=256, help="prompt tokens of the prefill profiled")
+    p.add_argument("--prefill", type=int, default=256, help="prompt tokens of the prefill profiled (0: decode only)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--kernels", action="store_true", help="quantized layers on lacy-mlx's CPU kernels (as the runtime)")
     p.add_argument("--threads", type=int, default=1, help="BLAS and kernel threads")
@@ -118,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     with blas_threads(args.threads):
         res = {"decode": profile(model, tokens=1, context=args.context, repeats=args.repeats),
-               "prefill": profile(model, tokens=args.prefill, context=0, repeats=max(3, args.repeats // 2))}
+               "prefill": profile(model, tokens=args.prefill, context=0, repeats=max(3, args.repeats // 2))
+               if args.prefill else {}}
     print(f"{args.model}: kernels {args.kernels}, threads {args.threads}, device {mx.default_device()}, OpenBLAS preloaded {openblas_preloaded()}, "
           f"decode after {args.context} tokens, prefill of {args.prefill}")
     print(f"{'part':>22} {'decode ms':>10} {'prefill ms':>11}")
     for key in res["decode"]:
-        print(f"{key:>22} {res['decode'][key]:10.2f} {res['prefill'][key]:11.1f}")
+        print(f"{key:>22} {res['decode'][key]:10.2f} {res['prefill'].get(key, float('nan')):11.1f}")
     print(json.dumps({"benchmark": "profile_cpu", "model": args.model, "openblas": openblas_preloaded(),
                       "kernels": args.kernels, "threads": args.threads, "context": args.context, "prefill_tokens": args.prefill,
                       **{k: {n: round(v, 3) for n, v in d.items()} for k, d in res.items()}}))

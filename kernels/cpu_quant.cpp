@@ -26,8 +26,6 @@ namespace {
 
 using namespace lacy;
 
-typedef uint8_t b8 __attribute__((vector_size(8)));
-
 // ---- a small pool of threads over output rows -------------------------------------------------
 // MLX's CPU stream runs each task on one thread; BLAS threads its own calls, nothing else does.
 // The caller takes the first slice; workers take the rest and sleep on a condition variable between
@@ -109,16 +107,21 @@ Pool& pool() {
 }
 
 // ---- the kernels ------------------------------------------------------------------------------
+typedef uint64_t q4 __attribute__((vector_size(32)));
+
 template <int BITS>
 LACY_INLINE f8 unpack8(const uint32_t* row, int64_t k) {  // elements k..k+7 of a row, as floats
   if constexpr (BITS == 4) {
     const u8 shifts = {0, 4, 8, 12, 16, 20, 24, 28};
     u8 v = u8{} + row[k / 8];
     return __builtin_convertvector((i8)((v >> shifts) & 15u), f8);
-  } else {
-    b8 v;
-    std::memcpy(&v, reinterpret_cast<const uint8_t*>(row) + k, sizeof(v));
-    return __builtin_convertvector(__builtin_convertvector(v, i8), f8);  // zero-extend, then convert: vectorises
+  } else {  // two words to four lanes each by one permute (a byte-vector conversion goes scalar in GCC 12)
+    const u8 shifts = {0, 8, 16, 24, 0, 8, 16, 24};
+    uint64_t pair;
+    std::memcpy(&pair, row + k / 4, sizeof(pair));
+    const u8 both = (u8)(q4{} + pair);
+    const u8 v = __builtin_shufflevector(both, both, 0, 0, 0, 0, 1, 1, 1, 1);
+    return __builtin_convertvector((i8)((v >> shifts) & 255u), f8);
   }
 }
 
