@@ -282,6 +282,8 @@ def main() -> int:
         return 0
     module = cpu_kernels()
     state = "loaded and checked" if module is not None else "built but unusable (see the warning)"
+    if module is not None and quant_kernels() is None:
+        state += " (the quantized matmul failed its check: see the warning)"
     print(f"lacy-mlx CPU kernels {state}: {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 

