@@ -115,6 +115,15 @@ def test_decoder_greedy_equals_mlx_lm(kernels) -> None:
                                                                                       max_tokens=12)][:12]
 
 
+def test_layers_the_kernels_cannot_take_are_left(kernels) -> None:
+    model = _tiny_quantized_llama()
+    attn = model.model.layers[0].self_attn
+    attn.q_proj.scales = attn.q_proj.scales.astype(mx.float16)
+    attn.q_proj.biases = attn.q_proj.biases.astype(mx.float16)
+    assert quantized.accelerate(model) == 2 * 7
+    assert type(attn.q_proj) is nn.QuantizedLinear and type(attn.k_proj) is quantized.CpuQuantizedLinear
+
+
 def test_without_kernels_nothing_changes(monkeypatch) -> None:
     monkeypatch.setattr(quantized, "quant_kernels", lambda: None)
     model = _tiny_quantized_llama()

@@ -90,14 +90,22 @@ def accelerate(model: nn.Module) -> int:
 
     Does nothing (0) off the CPU or without the kernels (``LACY_MLX_CPU_KERNELS=0``, no compiler).
     Only the class changes (parameters, ``model.parameters()`` and saving are untouched), so it is
-    idempotent, and layers the kernels cannot take fall back to ``mx.quantized_matmul`` per call.
+    idempotent; layers the kernels cannot take (float16 scales, other widths) are left as they are,
+    and a switched layer given non-float32 input falls back to ``mx.quantized_matmul`` per call.
     """
     if mx.default_device() != mx.cpu or quant_kernels() is None:
         return 0
     n = 0
     for _, module in model.named_modules():
         for plain, fast in _SWAPS:
-            if type(module) is plain:
+            if type(module) is plain and _fits(module):
                 module.__class__ = fast
                 n += 1
     return n
+
+
+def _fits(module: nn.Module) -> bool:
+    """Whether the kernels take this layer's weights (else it keeps MLX's op, without a per-call check)."""
+    return (getattr(module, "mode", "affine") == "affine" and module.bits in (4, 8)
+            and module.group_size in (32, 64, 128) and module["scales"].dtype == mx.float32
+            and module.get("biases") is not None)
