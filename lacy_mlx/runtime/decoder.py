@@ -73,9 +73,9 @@ class Decoder:
         self.sampler = sampler or greedy_sampler
         self.call_id = -1 if call_id is None else int(call_id)
         self.prefill_step_size = prefill_step_size
+        accelerate(model)  # on the CPU, quantized layers onto kernels/cpu_quant.cpp (same results)
         self._forward = split_forward(model) if need_hidden else plain_forward(model)
         self._mask = mx.array(sorted(set(masked_ids)), dtype=mx.int32) if masked_ids else None
-        accelerate(model)  # on the CPU, quantized layers onto kernels/cpu_quant.cpp (same results)
         self.cache = make_prompt_cache(model)
         self.offset = 0  # tokens in the cache
 
