@@ -36,6 +36,8 @@ from lacy_mlx.kernels import KERNEL_DIR
 from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
+SOURCES = (SOURCE, "cpu_quant.cpp")  # one extension module; SOURCE holds its NB_MODULE
+HEADERS = ("cpu_common.h",)
 MODULE = "_lacy_cpu_kernels"  # the NB_MODULE name in SOURCE
 _FLAGS = ("-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-DNDEBUG",
           "-DNB_DOMAIN=mlx")  # MLX's Python types are registered in nanobind's "mlx" domain
@@ -74,7 +76,7 @@ def _toolchain() -> tuple[Path, Path, str, str]:
     if cxx is None:
         named = f" (CXX={os.environ['CXX']} is not an executable)" if os.environ.get("CXX") else ""
         raise KernelBuildError(f"no C++ compiler found{named}: install g++ (Debian: apt-get install g++) or set CXX")
-    parts = [(KERNEL_DIR / SOURCE).read_text(encoding="utf-8"), mx.__version__, nanobind.__version__,
+    parts = [*((KERNEL_DIR / f).read_text(encoding="utf-8") for f in SOURCES + HEADERS), mx.__version__, nanobind.__version__,
              sys.version, str(sysconfig.get_config_var("EXT_SUFFIX")), _compiler_version(cxx), *_FLAGS]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     return Path(mlx.__path__[0]), Path(nanobind.__file__).parent, cxx, key
@@ -92,18 +94,18 @@ def build(force: bool = False) -> Path:
     if not force and _intact(target):
         return target
     final.parent.mkdir(parents=True, exist_ok=True)
-    print(f"lacy-mlx: compiling the encoder's CPU kernels once for this MLX (~10 s) into {final}", file=sys.stderr)
+    print(f"lacy-mlx: compiling the CPU kernels (encoder, quantized matmul) once for this MLX (~10 s) into {final}", file=sys.stderr)
     includes = [f"-I{p}" for p in (nb_dir / "include", nb_dir / "ext" / "robin_map" / "include",
-                                   Path(sysconfig.get_paths()["include"]), mlx_dir / "include")]
+                                   Path(sysconfig.get_paths()["include"]), mlx_dir / "include", KERNEL_DIR)]
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
         objects = []
         jobs = []
-        for src in (nb_dir / "src" / "nb_combined.cpp", KERNEL_DIR / SOURCE):
+        for src in (nb_dir / "src" / "nb_combined.cpp", *(KERNEL_DIR / f for f in SOURCES)):
             obj = Path(tmp) / f"{src.stem}.o"
             objects.append(str(obj))
             cmd = [cxx, *_FLAGS, *includes, "-c", str(src), "-o", str(obj)]
             jobs.append((cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-        for cmd, job in jobs:  # both translation units compile side by side
+        for cmd, job in jobs:  # the translation units compile side by side
             _check(cmd, job)
         lib = Path(tmp) / "out" / target.name
         lib.parent.mkdir()
@@ -196,6 +198,50 @@ def cpu_kernels() -> ModuleType | None:
         return _loaded[SOURCE]
 
 
+def _check_quant(module: ModuleType) -> None:
+    """The quantized matmul and dequantize against ``mx.quantized_matmul`` / ``mx.dequantize``:
+    4 and 8 bits, every group size, 1-6 rows of x (the four-row tiles and their tails), 2 threads."""
+    import mlx.core as mx
+
+    key = mx.random.key(7)
+    before = module.threads()
+    module.set_threads(2)
+    try:
+        with mx.stream(mx.cpu):
+            for bits, gs in ((4, 32), (4, 64), (4, 128), (8, 32), (8, 64), (8, 128)):
+                w, s, b = mx.quantize(mx.random.normal((40, 256), key=key), gs, bits)
+                x = mx.random.normal((6, 256), key=key)
+                want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=gs, bits=bits)
+                got = mx.concatenate([module.quantized_matmul(x[: m], w, s, b, gs, bits) for m in range(1, 7)])
+                want = mx.concatenate([want[: m] for m in range(1, 7)])
+                err = float(mx.max(mx.abs(got - want)) / mx.max(mx.abs(want)))
+                deq = float(mx.max(mx.abs(module.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits))))
+                if not (err < 1e-5 and deq < 1e-5):
+                    raise ValueError(f"quantized_matmul ({bits}-bit, group {gs}) disagrees with mx.quantized_matmul "
+                                     f"(relative error {err:.3g}, dequantize {deq:.3g})")
+    finally:
+        module.set_threads(before)
+
+
+def quant_kernels() -> ModuleType | None:
+    """:func:`cpu_kernels` when its quantized matmul also passed its check against MLX's (once per
+    process; a failure warns and leaves the encoder's kernels in use); else None."""
+    module = cpu_kernels()
+    if module is None:
+        return None
+    if "quant" not in _loaded:
+        with _lock:
+            if "quant" not in _loaded:
+                try:
+                    _check_quant(module)
+                    _loaded["quant"] = module
+                except Exception as exc:  # noqa: BLE001 - an optional speed-up: MLX's own op stays
+                    warnings.warn(f"lacy-mlx quantized CPU kernels unusable, using mx.quantized_matmul: "
+                                  f"{type(exc).__name__}: {exc}", stacklevel=2)
+                    _loaded["quant"] = None
+    return _loaded["quant"]
+
+
 def cpu_kernels_for(x) -> ModuleType | None:
     """:func:`cpu_kernels` when ``x`` can go through them (float32, default device the CPU); else None."""
     import mlx.core as mx
@@ -236,6 +282,8 @@ def main() -> int:
         return 0
     module = cpu_kernels()
     state = "loaded and checked" if module is not None else "built but unusable (see the warning)"
+    if module is not None and quant_kernels() is None:
+        state += " (the quantized matmul failed its check: see the warning)"
     print(f"lacy-mlx CPU kernels {state}: {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -18,37 +18,16 @@
 
 #include <nanobind/nanobind.h>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-#include "mlx/mlx.h"
-#include "mlx/primitives.h"
+#include "cpu_common.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 
+void register_quant(nb::module_& m);  // cpu_quant.cpp
+
 namespace {
 
-typedef float f8 __attribute__((vector_size(32)));
-typedef int32_t i8 __attribute__((vector_size(32)));
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LACY_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define LACY_CLONES
-#endif
-#define LACY_INLINE __attribute__((always_inline)) inline
-
-LACY_INLINE f8 load8(const float* p) {
-  f8 v;
-  std::memcpy(&v, p, sizeof(f8));
-  return v;
-}
-LACY_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(f8)); }
-LACY_INLINE float hsum(f8 v) {
-  float s = 0.0f;
-  for (int j = 0; j < 8; ++j) s += v[j];
-  return s;
-}
+using namespace lacy;
 
 // ---- exp2 of a row minus its max -------------------------------------------------------------
 constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: (y + kRound) - kRound rounds to an integer
@@ -164,15 +143,6 @@ void allocate(const mx::array& x, mx::array& out) {
   }
 }
 
-// Queues fn on the stream's CPU command encoder (the task captures its inputs, keeping them alive).
-template <class F>
-void dispatch(mx::Stream stream, const std::vector<mx::array>& inputs, mx::array& out, F&& fn) {
-  auto& encoder = mx::cpu::get_command_encoder(stream);
-  for (const auto& in : inputs) encoder.set_input_array(in);
-  encoder.set_output_array(out);
-  encoder.dispatch(std::forward<F>(fn));
-}
-
 class RowPrimitive : public mx::UnaryPrimitive {
  public:
   using mx::UnaryPrimitive::UnaryPrimitive;
@@ -256,20 +226,6 @@ class GeluErf : public RowPrimitive {
 };
 
 // ---- ops ----------------------------------------------------------------------------------------
-mx::Stream cpu_stream(const char* op) {
-  mx::Stream stream = mx::default_stream(mx::default_device());
-  if (stream.device != mx::Device::cpu) {
-    throw std::invalid_argument(std::string("[") + op + "] runs on the CPU only; call it under a CPU stream.");
-  }
-  return stream;
-}
-
-void require_f32(const mx::array& x, const char* op, const char* what) {
-  if (x.dtype() != mx::float32) {
-    throw std::invalid_argument(std::string("[") + op + "] expects float32 " + what + "; cast them first.");
-  }
-}
-
 mx::array exp2_rowshift(const mx::array& x) {
   require_f32(x, "exp2_rowshift", "scores");
   mx::Stream s = cpu_stream("exp2_rowshift");
@@ -306,4 +262,5 @@ NB_MODULE(_lacy_cpu_kernels, m) {
         nb::arg("n"),
         "(x - mean) * rstd * weight + bias over x's last axis, mean and variance over its first n columns.");
   m.def("gelu_erf", &gelu_erf_op, nb::arg("x"), "Exact (erf) GELU of a float32 array, |error| <= 2e-7 |x|.");
+  register_quant(m);
 }

@@ -1,0 +1,66 @@
+// What the CPU kernel files share: 8-lane float vectors, the ISA clone attribute, and the glue that
+// queues a task on MLX's CPU command encoder.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/mlx.h"
+#include "mlx/primitives.h"
+
+namespace lacy {
+
+namespace mx = mlx::core;
+
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+typedef uint32_t u8 __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LACY_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define LACY_CLONES
+#endif
+#define LACY_INLINE __attribute__((always_inline)) inline
+
+LACY_INLINE f8 load8(const float* p) {
+  f8 v;
+  std::memcpy(&v, p, sizeof(f8));
+  return v;
+}
+LACY_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(f8)); }
+LACY_INLINE float hsum(f8 v) {
+  float s = 0.0f;
+  for (int j = 0; j < 8; ++j) s += v[j];
+  return s;
+}
+
+// Queues fn on the stream's CPU command encoder (the task captures its inputs, keeping them alive).
+template <class F>
+void dispatch(mx::Stream stream, const std::vector<mx::array>& inputs, mx::array& out, F&& fn) {
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& in : inputs) encoder.set_input_array(in);
+  encoder.set_output_array(out);
+  encoder.dispatch(std::forward<F>(fn));
+}
+
+inline mx::Stream cpu_stream(const char* op) {
+  mx::Stream stream = mx::default_stream(mx::default_device());
+  if (stream.device != mx::Device::cpu) {
+    throw std::invalid_argument(std::string("[") + op + "] runs on the CPU only; call it under a CPU stream.");
+  }
+  return stream;
+}
+
+inline void require_f32(const mx::array& x, const char* op, const char* what) {
+  if (x.dtype() != mx::float32) {
+    throw std::invalid_argument(std::string("[") + op + "] expects float32 " + what + "; cast them first.");
+  }
+}
+
+}  // namespace lacy

@@ -1,0 +1,339 @@
+// MLX's affine 4- and 8-bit quantized matmul (x @ dequantize(w).T, as mx.quantized_matmul with
+// transpose=True) and dequantize, as MLX primitives for the CPU, threaded over output rows.
+//
+// Layout (MLX's, and GGUF Q4_0/Q4_1/Q8_0's once converted): w is (N, K * bits / 32) uint32, element
+// k of a row is bits-wide field k % (32 / bits) of word k / (32 / bits), lowest field first; scales
+// and biases are (N, K / group) float32 and w = scale * q + bias. Each 8 weights are unpacked into
+// a vector register, dequantized with one FMA and used at once, never stored: the matrix-vector
+// product of decode reads the 4-bit weights (8x less memory than float32). Rows of x go four at a
+// time, so one dequantized vector feeds four FMAs (prefill, where the weights sit in L2).
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+#include <nanobind/nanobind.h>
+
+#include "cpu_common.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+using namespace lacy;
+
+// ---- a small pool of threads over output rows -------------------------------------------------
+// MLX's CPU stream runs each task on one thread; BLAS threads its own calls, nothing else does.
+// The caller takes the first slice; workers take the rest and sleep on a condition variable between
+// calls (a short spin first: a decode step issues ~200 of these calls back to back).
+class Pool {
+ public:
+  // Runs fn(lo, hi) over [0, n) split in `threads` slices of multiples of `align`; blocks until done.
+  void run(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn) {
+    const int threads = threads_.load();
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (threads <= 1 || n < 2 * align || !busy.owns_lock()) {  // another stream holds the pool
+      fn(0, n);
+      return;
+    }
+    ensure_workers(threads);
+    const int64_t units = (n + align - 1) / align;
+    const int parts = static_cast<int>(std::min<int64_t>(threads, units));
+    auto bound = [=](int i) { return std::min(n, (units * i / parts) * align); };
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = [&](int i) { fn(bound(i), bound(i + 1)); };
+      parts_ = parts;
+      pending_.store(parts - 1);
+      ++generation_;
+    }
+    cv_.notify_all();
+    fn(bound(0), bound(1));
+    for (int spin = 0; pending_.load(std::memory_order_acquire) > 0; ++spin) {
+      if (spin > 2000) std::this_thread::yield();
+    }
+  }
+
+  void set_threads(int n) { threads_.store(std::max(1, n)); }
+  int threads() const { return threads_.load(); }
+
+ private:
+  void ensure_workers(int threads) {
+    if (owner_ != getpid()) {  // a forked child has no workers: start anew (the old ones are gone)
+      workers_.clear();
+      owner_ = getpid();
+    }
+    while (static_cast<int>(workers_.size()) < threads - 1) {
+      const int index = static_cast<int>(workers_.size()) + 1;
+      workers_.emplace_back([this, index] { work(index); });
+      workers_.back().detach();
+    }
+  }
+
+  void work(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      std::function<void(int)> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (index >= parts_) continue;
+        job = job_;
+      }
+      job(index);
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  std::atomic<int> threads_{1};
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  std::function<void(int)> job_;
+  int parts_ = 0;
+  uint64_t generation_ = 0;
+  std::atomic<int> pending_{0};
+  pid_t owner_ = 0;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: detached workers may still wait on it at exit
+  return *p;
+}
+
+// ---- the kernels ------------------------------------------------------------------------------
+typedef uint64_t q4 __attribute__((vector_size(32)));
+
+template <int BITS>
+LACY_INLINE f8 unpack8(const uint32_t* row, int64_t k) {  // elements k..k+7 of a row, as floats
+  if constexpr (BITS == 4) {
+    const u8 shifts = {0, 4, 8, 12, 16, 20, 24, 28};
+    u8 v = u8{} + row[k / 8];
+    return __builtin_convertvector((i8)((v >> shifts) & 15u), f8);
+  } else {  // two words to four lanes each by one permute (a byte-vector conversion goes scalar in GCC 12)
+    const u8 shifts = {0, 8, 16, 24, 0, 8, 16, 24};
+    uint64_t pair;
+    std::memcpy(&pair, row + k / 4, sizeof(pair));
+    const u8 both = (u8)(q4{} + pair);
+    const u8 v = __builtin_shufflevector(both, both, 0, 0, 0, 0, 1, 1, 1, 1);
+    return __builtin_convertvector((i8)((v >> shifts) & 255u), f8);
+  }
+}
+
+struct QArgs {
+  const float* x;      // (M, K)
+  const uint32_t* w;   // (N, K * bits / 32)
+  const float* s;      // (N, G)
+  const float* b;      // (N, G)
+  float* out;          // (M, N)
+  int64_t M, N, K, G;
+};
+
+// Output rows [n0, n1) of MT rows of x (starting at row m0).
+template <int BITS, int GS, int MT>
+LACY_INLINE void qrows(const QArgs& a, int64_t m0, int64_t n0, int64_t n1) {
+  const int64_t wpr = a.K * BITS / 32;
+  const float* x = a.x + m0 * a.K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint32_t* wr = a.w + n * wpr;
+    const float* sr = a.s + n * a.G;
+    const float* br = a.b + n * a.G;
+    f8 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
+    for (int64_t g = 0; g < a.G; ++g) {
+      const float scale = sr[g], bias = br[g];
+#pragma GCC unroll 16
+      for (int64_t k = g * GS; k < (g + 1) * GS; k += 8) {
+        const f8 wv = unpack8<BITS>(wr, k) * scale + bias;
+        acc0 += wv * load8(x + k);
+        if constexpr (MT > 1) acc1 += wv * load8(x + a.K + k);
+        if constexpr (MT > 2) acc2 += wv * load8(x + 2 * a.K + k);
+        if constexpr (MT > 3) acc3 += wv * load8(x + 3 * a.K + k);
+      }
+    }
+    float* o = a.out + m0 * a.N + n;
+    o[0] = hsum(acc0);
+    if constexpr (MT > 1) o[a.N] = hsum(acc1);
+    if constexpr (MT > 2) o[2 * a.N] = hsum(acc2);
+    if constexpr (MT > 3) o[3 * a.N] = hsum(acc3);
+  }
+}
+
+template <int BITS, int GS>
+LACY_INLINE void qmm_gs(const QArgs& a, int64_t n0, int64_t n1) {
+  int64_t m = 0;
+  for (; m + 4 <= a.M; m += 4) qrows<BITS, GS, 4>(a, m, n0, n1);
+  switch (a.M - m) {
+    case 3: qrows<BITS, GS, 3>(a, m, n0, n1); break;
+    case 2: qrows<BITS, GS, 2>(a, m, n0, n1); break;
+    case 1: qrows<BITS, GS, 1>(a, m, n0, n1); break;
+    default: break;
+  }
+}
+
+LACY_CLONES void qmm_range(const QArgs& a, int bits, int gs, int64_t n0, int64_t n1) {
+  if (bits == 4) {
+    if (gs == 32) qmm_gs<4, 32>(a, n0, n1);
+    else if (gs == 64) qmm_gs<4, 64>(a, n0, n1);
+    else qmm_gs<4, 128>(a, n0, n1);
+  } else {
+    if (gs == 32) qmm_gs<8, 32>(a, n0, n1);
+    else if (gs == 64) qmm_gs<8, 64>(a, n0, n1);
+    else qmm_gs<8, 128>(a, n0, n1);
+  }
+}
+
+template <int BITS>
+LACY_INLINE void dequant_rows_bits(const uint32_t* w, const float* s, const float* b, float* out, int64_t K,
+                                   int gs, int64_t n0, int64_t n1) {
+  const int64_t wpr = K * BITS / 32, G = K / gs;
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t k = 0; k < K; k += 8) {
+      const int64_t g = n * G + k / gs;
+      store8(out + n * K + k, unpack8<BITS>(w + n * wpr, k) * s[g] + b[g]);
+    }
+  }
+}
+
+LACY_CLONES void dequant_range(const uint32_t* w, const float* s, const float* b, float* out, int64_t K, int bits,
+                               int gs, int64_t n0, int64_t n1) {
+  if (bits == 4) dequant_rows_bits<4>(w, s, b, out, K, gs, n0, n1);
+  else dequant_rows_bits<8>(w, s, b, out, K, gs, n0, n1);
+}
+
+// Rows per thread slice: whole cache lines of output for one row of x.
+constexpr int64_t kAlign = 16;
+
+// ---- the primitives ---------------------------------------------------------------------------
+class QuantPrimitive : public mx::UnaryPrimitive {
+ public:
+  QuantPrimitive(mx::Stream stream, int group_size, int bits)
+      : mx::UnaryPrimitive(stream), group_size_(group_size), bits_(bits) {}
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error(std::string("[") + name() + "] runs on the CPU only; GPUs use mx.quantized_matmul.");
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const QuantPrimitive&>(other);
+    return group_size_ == o.group_size_ && bits_ == o.bits_;
+  }
+
+ protected:
+  int group_size_, bits_;
+};
+
+class QuantizedMatmulCpu : public QuantPrimitive {
+ public:
+  using QuantPrimitive::QuantPrimitive;
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const mx::array& x = inputs[0];
+    const int64_t K = x.shape().back(), N = out.shape().back();
+    const int64_t M = K ? static_cast<int64_t>(x.size()) / K : 0;
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    dispatch(stream(), inputs, out,
+             [x, w = inputs[1], s = inputs[2], b = inputs[3], out = out.data<float>(), M, N, K, gs = group_size_,
+              bits = bits_]() {
+               const QArgs a{x.data<float>(), w.data<uint32_t>(), s.data<float>(), b.data<float>(), out, M, N, K,
+                             K / gs};
+               const int64_t align = N * K * std::max<int64_t>(M, 1) >= (1 << 16) ? kAlign : N;  // small: one thread
+               pool().run(N, align, [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
+             });
+  }
+  // d(x @ W.T)/dx = cotangent @ W, in MLX's own quantized op (the weights are not trained here).
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    std::vector<mx::array> grads;
+    for (int i : argnums) {
+      if (i != 0) throw std::invalid_argument("[quantized_matmul] has no gradient for its quantized weights.");
+      grads.push_back(mx::quantized_matmul(cotangents[0], primals[1], primals[2], primals[3], false, group_size_,
+                                           bits_, "affine", stream()));
+    }
+    return grads;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    mx::Shape shape = inputs[0].shape();
+    shape.back() = inputs[1].shape(0);
+    return {shape};
+  }
+  const char* name() const override { return "LacyQuantizedMatmul"; }
+};
+
+class DequantizeCpu : public QuantPrimitive {
+ public:
+  using QuantPrimitive::QuantPrimitive;
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const int64_t N = out.shape(0), K = out.shape(1);
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    dispatch(stream(), inputs, out,
+             [w = inputs[0], s = inputs[1], b = inputs[2], out = out.data<float>(), N, K, gs = group_size_,
+              bits = bits_]() {
+               pool().run(N, kAlign, [&](int64_t lo, int64_t hi) {
+                 dequant_range(w.data<uint32_t>(), s.data<float>(), b.data<float>(), out, K, bits, gs, lo, hi);
+               });
+             });
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {{inputs[0].shape(0), inputs[0].shape(1) * 32 / bits_}};
+  }
+  const char* name() const override { return "LacyDequantize"; }
+};
+
+// ---- ops --------------------------------------------------------------------------------------
+void check_quantized(const mx::array& w, const mx::array& scales, const mx::array& biases, int group_size, int bits,
+                     const char* op) {
+  const std::string at = std::string("[") + op + "] ";
+  if (bits != 4 && bits != 8) throw std::invalid_argument(at + "supports 4- and 8-bit weights only.");
+  if (group_size != 32 && group_size != 64 && group_size != 128) {
+    throw std::invalid_argument(at + "supports group sizes 32, 64 and 128 only.");
+  }
+  if (w.dtype() != mx::uint32 || w.ndim() != 2) throw std::invalid_argument(at + "expects (N, K * bits / 32) uint32 weights.");
+  require_f32(scales, op, "scales");
+  require_f32(biases, op, "biases");
+  const int64_t K = static_cast<int64_t>(w.shape(1)) * 32 / bits;
+  const mx::Shape groups = {w.shape(0), static_cast<int>(K / group_size)};
+  if (K % group_size != 0 || scales.shape() != groups || biases.shape() != groups) {
+    throw std::invalid_argument(at + "scales and biases must be (N, K / group_size) for weights (N, K * bits / 32).");
+  }
+}
+
+mx::array quantized_matmul_op(const mx::array& x, const mx::array& w, const mx::array& scales,
+                              const mx::array& biases, int group_size, int bits) {
+  check_quantized(w, scales, biases, group_size, bits, "quantized_matmul");
+  require_f32(x, "quantized_matmul", "inputs");
+  const int64_t K = static_cast<int64_t>(w.shape(1)) * 32 / bits;
+  if (x.ndim() < 1 || x.shape().back() != K) {
+    throw std::invalid_argument("[quantized_matmul] x's last axis must be the weights' K = "
+                                + std::to_string(K) + ".");
+  }
+  mx::Stream s = cpu_stream("quantized_matmul");
+  mx::Shape shape = x.shape();
+  shape.back() = w.shape(0);
+  return mx::array(shape, mx::float32, std::make_shared<QuantizedMatmulCpu>(s, group_size, bits),
+                   {mx::contiguous(x, false, s), mx::contiguous(w, false, s), mx::contiguous(scales, false, s),
+                    mx::contiguous(biases, false, s)});
+}
+
+mx::array dequantize_op(const mx::array& w, const mx::array& scales, const mx::array& biases, int group_size,
+                        int bits) {
+  check_quantized(w, scales, biases, group_size, bits, "dequantize");
+  mx::Stream s = cpu_stream("dequantize");
+  const mx::Shape shape = {w.shape(0), w.shape(1) * 32 / bits};
+  return mx::array(shape, mx::float32, std::make_shared<DequantizeCpu>(s, group_size, bits),
+                   {mx::contiguous(w, false, s), mx::contiguous(scales, false, s), mx::contiguous(biases, false, s)});
+}
+
+}  // namespace
+
+void register_quant(nb::module_& m) {
+  m.def("quantized_matmul", &quantized_matmul_op, nb::arg("x"), nb::arg("w"), nb::arg("scales"), nb::arg("biases"),
+        nb::arg("group_size"), nb::arg("bits"),
+        "x @ dequantize(w).T for MLX's affine 4/8-bit weights with float32 scales and biases (CPU stream).");
+  m.def("dequantize", &dequantize_op, nb::arg("w"), nb::arg("scales"), nb::arg("biases"), nb::arg("group_size"),
+        nb::arg("bits"), "MLX's affine 4/8-bit weights as a float32 (N, K) matrix (CPU stream).");
+  m.def("set_threads", [](int n) { pool().set_threads(n); }, nb::arg("n"),
+        "Threads the quantized kernels split their output rows over (default 1).");
+  m.def("threads", [] { return pool().threads(); }, "Threads the quantized kernels use.");
+}

