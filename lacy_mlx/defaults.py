@@ -8,9 +8,10 @@ Makefile does this). On first use the file is converted into the user's cache
 representation; the folder is published by an atomic rename with a manifest of its files' sizes,
 and a folder that no longer matches its manifest is rebuilt.
 
-Representation (measured, see docs/models.md): MLX's CPU backend runs the 4-bit model's matmuls
-~10x slower than float32 ones, so on the CPU the default is the dequantized float32 model; on
-a GPU (Metal, CUDA) the quantized blocks are kept.
+Representation (measured, see docs/models.md and docs/cpu-speed.md): the quantized blocks are
+kept on a GPU, and on the CPU when lacy-mlx's quantized CPU kernels load (decode 2.7x faster than
+float32, prefill as fast, a quarter of the weight memory); without them MLX's own CPU quantized
+matmul is ~10x slower than float32, so the dequantized float32 model is used.
 """
 from __future__ import annotations
 
@@ -63,14 +64,19 @@ def gguf_path() -> Path:
 
 
 def resolve_representation(representation: Representation = "auto") -> str:
-    """``auto`` -> ``float32`` on the CPU, ``quantized`` on a GPU."""
+    """``auto`` -> ``quantized`` on a GPU, and on the CPU when lacy-mlx's quantized CPU kernels
+    load (kernels/cpu_quant.cpp); ``float32`` on a CPU without them."""
     if representation != "auto":
         if representation not in ("quantized", "float32", "float16"):
             raise LacyError(f"representation must be auto, quantized, float32 or float16, got {representation!r}")
         return representation
     import mlx.core as mx
 
-    return "float32" if mx.default_device() == mx.cpu else "quantized"
+    if mx.default_device() != mx.cpu:
+        return "quantized"
+    from lacy_mlx.kernels.cpu_build import quant_kernels
+
+    return "quantized" if quant_kernels() is not None else "float32"
 
 
 def default_model_dir(representation: Representation = "auto", *, cache: Path | None = None) -> Path:

@@ -85,3 +85,15 @@ def test_default_store_path_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("LACY_MLX_DB")
     monkeypatch.setenv("LACY_MLX_CACHE", str(tmp_path / "c"))
     assert defaults.default_store_path() == tmp_path / "c" / "default.db"
+
+
+def test_auto_representation_follows_the_cpu_kernels(monkeypatch):
+    from lacy_mlx.kernels import cpu_build
+
+    monkeypatch.setattr(cpu_build, "quant_kernels", lambda: object())
+    assert defaults.resolve_representation() == "quantized"
+    monkeypatch.setattr(cpu_build, "quant_kernels", lambda: None)
+    assert defaults.resolve_representation() == "float32"
+    assert defaults.resolve_representation("float16") == "float16"
+    with pytest.raises(LacyError, match="representation"):
+        defaults.resolve_representation("int3")
