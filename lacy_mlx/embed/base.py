@@ -48,7 +48,10 @@ def check_embeddings(vectors: object, dim: int, *, what: str = "vector") -> np.n
     Accepts one vector ``(dim,)`` or a matrix ``(n, dim)``; returns float32 ``(n, dim)`` with unit
     rows. Raises :class:`InputError` for a wrong dimension, NaN or inf entries, or a zero vector.
     """
-    arr = np.asarray(vectors, dtype=np.float64)
+    try:
+        arr = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not an array of numbers ({exc}): give a float array of shape (n, {dim})") from exc
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim:
