@@ -225,7 +225,7 @@ def _open_store(db: Any, embedder: Any) -> Any:
         return db
     from lacy_mlx.store import Store
 
-    return Store.open(db, embedder=embedder, create=False)
+    return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
 
 
 def _load_tower(model_dir: Path | None) -> Any:

@@ -89,7 +89,8 @@ def not_writable(path: Path, exc: BaseException) -> StoreError:
     """The error for a store location that cannot be written."""
     return StoreError(
         f"cannot write the store at {path}: the location is read-only or missing ({exc}). "
-        f"Choose a writable path, or open an existing store with read_only=True"
+        f"Write to a store in a writable folder; an existing store there can still be searched "
+        f"(opened read-only)"
     )
 
 

@@ -83,6 +83,9 @@ class Store(WriteMixin):
         except (apsw.CorruptError, apsw.NotADBError) as exc:
             conn.close()
             raise damaged(path, exc) from exc
+        except (apsw.ReadOnlyError, apsw.CantOpenError) as exc:  # a WAL store in a folder we cannot write
+            conn.close()
+            raise not_writable(path, exc) from exc
         except BaseException:
             conn.close()
             raise
