@@ -52,6 +52,8 @@ def check_embeddings(vectors: object, dim: int, *, what: str = "vector") -> np.n
         arr = np.asarray(vectors, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what} is not an array of numbers ({exc}): give a float array of shape (n, {dim})") from exc
+    if arr.ndim == 0:
+        raise InputError(f"{what} is a single value ({vectors!r}), not a vector: give {dim} numbers")
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim:

@@ -110,13 +110,14 @@ class Store(WriteMixin):
         version = schema.schema_version(conn)
         if version > schema.LATEST:
             raise schema.newer_schema_error(version)
-        if version < schema.LATEST:
-            if read_only:
-                raise StoreError(f"{path} needs a schema upgrade: open it once without read_only")
-            schema.migrate(conn, 0)
         meta = dict(conn.execute("SELECT key, value FROM lacy_meta").fetchall())
         if meta.get("format") != schema.STORE_FORMAT or "dim" not in meta:
             raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
+        if version < schema.LATEST:
+            if read_only:
+                raise StoreError(f"{path} needs a schema upgrade: open it once for writing "
+                                 f"(e.g. `lacy-mlx ingest FILES --db {path}`), then read it")
+            schema.migrate(conn, 0)
         if embedder is not None and (embedder.name != meta["embedder"] or embedder.dim != int(meta["dim"])):
             raise StoreError(
                 f"{path} was built with embedder {meta['embedder']!r} ({meta['dim']}-d), not "
