@@ -69,10 +69,45 @@ def resolve_injection(mode: str, ids: SpecialIds) -> str:
     return mode
 
 
+# No tokenizer spells more characters per token than this in practice; text past
+# ``max_tokens * CHARS_PER_TOKEN_BOUND`` characters cannot survive the cut, so it is never tokenized.
+CHARS_PER_TOKEN_BOUND = 32
+
+
+def bounded_ids(tokenizer: Any, text: str, max_tokens: int) -> tuple[list[int], str]:
+    """The first ``max_tokens`` token ids of ``text`` and the text they spell.
+
+    Only a prefix of ``text`` is tokenized (see :data:`CHARS_PER_TOKEN_BOUND`), so a delegate's
+    18 MB answer costs what its first ``max_tokens`` tokens cost. The text is ``text`` itself
+    when nothing was cut.
+    """
+    if max_tokens <= 0:
+        return [], ""
+    head = text[: max_tokens * CHARS_PER_TOKEN_BOUND]
+    ids = list(tokenizer.encode(head, add_special_tokens=False))
+    if len(ids) <= max_tokens and len(head) == len(text):
+        return ids, text
+    ids = ids[:max_tokens]
+    return ids, tokenizer.decode(ids)
+
+
 def inline_evidence_ids(tokenizer: Any, text: str, ids: SpecialIds, max_tokens: int) -> list[int]:
     """``<EVIDENCE> text </EVIDENCE>`` as ids, the text cut to ``max_tokens`` tokens."""
-    body = list(tokenizer.encode(text, add_special_tokens=False))[:max_tokens]
+    body, _ = bounded_ids(tokenizer, text, max_tokens)
     return [ids.evidence_start, *body, ids.evidence_end]  # type: ignore[list-item]
+
+
+def bounded_passages(tokenizer: Any, passages: Sequence[str], max_tokens: int) -> tuple[str, ...]:
+    """``passages`` cut to ``max_tokens`` tokens in all, in order (prefix injection's evidence budget)."""
+    out: list[str] = []
+    left = max_tokens
+    for passage in passages:
+        ids, text = bounded_ids(tokenizer, passage, left)
+        if not ids:
+            break
+        out.append(text)
+        left -= len(ids)
+    return tuple(out)
 
 
 def format_passages(passages: Sequence[str]) -> str:

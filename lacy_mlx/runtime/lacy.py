@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,39 @@ class Sampling:
     min_p: float = 0.0
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse settings mlx-lm would act on wrongly (a negative temperature flips the logits)."""
+        _check_number("temp", self.temp, low=0.0, hint="0 is greedy decoding, 0.7 a common choice")
+        _check_number("top_p", self.top_p, low=0.0, high=1.0, hint="0 or 1 turns it off")
+        _check_number("min_p", self.min_p, low=0.0, high=1.0, hint="0 turns it off")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InputError(f"top_k must be a whole number >= 0 (0 turns it off), got {self.top_k!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise InputError(f"seed must be a whole number >= 0 or None, got {self.seed!r}")
+
     def sampler(self) -> Callable:
         if self.seed is not None:
             import mlx.core as mx
 
             mx.random.seed(self.seed)
         return make_sampler(temp=self.temp, top_p=self.top_p, min_p=self.min_p, top_k=self.top_k)
+
+
+def _check_number(name: str, value: object, *, low: float, high: float | None = None, hint: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (high is not None and value > high):  # type: ignore[operator]
+        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise InputError(f"{name} must be a number {bound} ({hint}), got {value!r}")
+
+
+def context_length(model: Any) -> int | None:
+    """The most tokens ``model`` was built to attend over (its config's position limit), or None."""
+    args = getattr(model, "args", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(args, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class Lacy:
@@ -73,6 +101,7 @@ class Lacy:
         self.injection = resolve_injection(injection, specials)
         self.max_evidence_tokens = max_evidence_tokens
         self.name = name
+        self.max_context = context_length(model)  # None: the model states no limit
         self.last_context: list[int] = []
 
     @property
@@ -92,6 +121,10 @@ class Lacy:
         template) and yield events (:mod:`lacy_mlx.runtime.events`): ``Token``, ``Call``,
         ``Evidence``, ``DelegateError``, and a final ``Done``.
 
+        A prompt longer than the model's context (``max_context``: its config's
+        ``max_position_embeddings``) raises InputError; when prompt, output and evidence fill the
+        context, generation stops with ``finish_reason="length"``.
+
         ``sampling``: a :class:`Sampling`, an mlx-lm sampler, or None (greedy). ``gate`` replaces
         this object's gate for this call; keyword ``gate_changes`` (``mode``, ``call_threshold``,
         ``entropy_threshold``, ``budget``, ...) adjust it.
@@ -110,7 +143,8 @@ class Lacy:
             specials=self.specials,
             delegate=self.delegate,
             sampler=sampler,
-            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden),
+            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
+                                 max_context=self.max_context),
         )
         try:
             yield from run
