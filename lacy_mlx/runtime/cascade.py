@@ -58,7 +58,7 @@ class Cascade:
             model,
             sampler=sampler,
             call_id=specials.call,
-            masked_ids=specials.all if self.gated else (),
+            masked_ids=specials.all,  # control tokens: never streamed as text, gate on or off
             need_hidden=settings.need_hidden and self.gated,
         )
         hold = self.gated and not self.inline and delegate is not None
@@ -177,7 +177,7 @@ class Cascade:
 
     def _run_delegate(self, step: Step, ent: float, pc: float) -> Outcome:
         if self.delegate is None:
-            return Outcome(None, 0.0, "no delegate is configured: pass db=... or delegate=... to lacy_mlx.load", "none")
+            return Outcome(None, 0.0, "no delegate is configured: give a knowledge store (db=...) or a helper (delegate=...)", "none")
         tokens, confs = self.out.sentence_pieces()
         ctx = CallContext(
             step=self.steps - 1,

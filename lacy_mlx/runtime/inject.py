@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +128,29 @@ class Prompt:
 Messages = Sequence[dict[str, Any]]
 
 
+def plain_chat(messages: Messages) -> str:
+    """Chat messages as plain text, for tokenizers without a chat template.
+
+    One line per message, ``Role: content`` (the role capitalised: ``System``, ``User``,
+    ``Assistant``), then ``Assistant:`` for the model to continue. The same format on every call,
+    so a conversation's history reads the same with or without a template.
+    """
+    lines = [f"{str(m['role']).strip().capitalize()}: {str(m['content']).strip()}" for m in messages]
+    return "\n".join(lines + ["Assistant:"])
+
+
 def encode_prompt(tokenizer: Any, prompt: str | Messages, passages: Sequence[str] = ()) -> Prompt:
     """Token ids of ``prompt``: a string is encoded as mlx-lm's ``stream_generate`` does (BOS added
     unless present); chat messages go through the tokenizer's chat template with a generation
-    prompt. ``passages`` (prefix injection) go before the text, or into the last user message."""
+    prompt, or :func:`plain_chat` when it has none. ``passages`` (prefix injection) go before the
+    text, or into the last user message."""
     if isinstance(prompt, str):
         text = format_passages(passages) + prompt if passages else prompt
         bos = getattr(tokenizer, "bos_token", None)
         ids = tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
         return Prompt(tuple(ids), text, prompt)
+    if not isinstance(prompt, Sequence) or not all(isinstance(m, dict) for m in prompt):
+        raise InputError(f"the prompt must be a string or a list of chat messages (dicts), got {type(prompt).__name__}")
     messages = [dict(m) for m in prompt]
     if not messages or any("role" not in m or "content" not in m for m in messages):
         raise InputError("chat messages are dicts with 'role' and 'content', e.g. [{'role': 'user', 'content': 'Hi'}]")
@@ -146,7 +160,7 @@ def encode_prompt(tokenizer: Any, prompt: str | Messages, passages: Sequence[str
         at = users[-1] if users else len(messages) - 1
         messages[at]["content"] = format_passages(passages) + str(messages[at]["content"])
     if getattr(tokenizer, "chat_template", None) is None and not getattr(tokenizer, "has_chat_template", False):
-        raise InputError("this tokenizer has no chat template: pass the prompt as a string instead of messages")
+        return replace(encode_prompt(tokenizer, plain_chat(messages)), question=question)
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return Prompt(tuple(ids), str(text), question)

@@ -181,7 +181,7 @@ def load(
     delegate: Any = None,
     gate: GateConfig | None = None,
     injection: str = "auto",
-    query: str = "text",
+    query: str | None = None,
     k: int | None = None,
     tower: Any = None,
     max_evidence_tokens: int = 256,
@@ -194,7 +194,9 @@ def load(
     - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
       :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
       ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
-      and ``k`` hits (default: the model's ``lacy.retrieval.k``, else 3).
+      and ``k`` hits (default: the model's ``lacy.retrieval.k``, else 3). ``query=None`` takes the
+      model's own default: ``lacy.retrieval.query`` if set, else ``latent`` when it ships a query
+      tower whose vectors fit the store, else ``text``.
     - ``delegate``: any delegate (:mod:`lacy_mlx.runtime.delegates`) or a plain function (wrapped
       in a :class:`~lacy_mlx.runtime.delegates.CallbackDelegate`).
     - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
@@ -214,6 +216,8 @@ def load(
         gate = GateConfig.from_section(section.gate if section else {}, mode=mode)
     store = _open_store(db, embedder)
     if delegate is None and store is not None:
+        if query is None:
+            query, tower = _default_query(section, model_dir, tower, store)
         if query == "latent" and tower is None:
             tower = _load_tower(model_dir)
         if k is None:
@@ -262,14 +266,41 @@ def _open_store(db: Any, embedder: Any) -> Any:
     return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
 
 
+def _default_query(section: LacySection | None, model_dir: Path | None, tower: Any, store: Any) -> tuple[str, Any]:
+    """The model's own query mode for ``store``, and the tower it needs (None for text)."""
+    named = (section.retrieval if section else {}).get("query")
+    if named is not None:
+        return str(named), tower
+    if tower is None and model_dir is not None:
+        from lacy_mlx.query_tower import QueryTower
+
+        tower = QueryTower.load(model_dir)
+    if tower is None or getattr(tower, "embed_dim", None) != getattr(store, "dim", None):
+        return "text", None
+    trained_for = _tower_embedder(model_dir)  # a tower only fits the embedder it was trained against
+    if trained_for is not None and trained_for != getattr(store, "embedder_name", trained_for):
+        return "text", None
+    return "latent", tower
+
+
+def _tower_embedder(model_dir: Path | None) -> str | None:
+    import json
+
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8")) if model_dir else {}
+    except (OSError, ValueError):
+        return None
+    return ((cfg.get("lacy") or {}).get("query_tower") or {}).get("embedder")
+
+
 def _load_tower(model_dir: Path | None) -> Any:
     from lacy_mlx.query_tower import QueryTower
 
     tower = QueryTower.load(model_dir) if model_dir is not None else None
     if tower is None:
         raise InputError(
-            "query='latent' needs a query tower: the model folder has no query_tower.safetensors; "
-            "train one, pass tower=QueryTower(...), or use query='text'"
+            "the latent query needs a query tower and the model folder has no query_tower.safetensors: "
+            "train one with `lacy-mlx train`, or use query='text'"
         )
     return tower
 

@@ -182,7 +182,7 @@ class Store(WriteMixin):
     def _search_exact(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
         if k > MAX_EXACT_K:
             raise InputError(f"exact search returns at most {MAX_EXACT_K} results (sqlite-vec): ask for fewer, "
-                             f"or use the fast path (`--fast` in the CLI, fast=True in Python)")
+                             f"or use the fast path (fast=True)")
         blob = vec.astype(np.float32).tobytes()
         if not filters:
             rows = self.conn.execute(

@@ -41,7 +41,7 @@ class WriteMixin:
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise StoreError(f"the store {self.path} was opened read-only: reopen it without read_only to write")  # type: ignore[attr-defined]
+            raise StoreError(f"the store {self.path} was opened read-only: open it for writing to change it")  # type: ignore[attr-defined]
 
     def add_documents(self, docs: Iterable[DocumentInput | dict[str, Any] | str], *, batch_size: int = 32,
                       chunker: ChunkerConfig | None = None, on_error: str = "raise",
