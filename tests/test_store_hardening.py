@@ -362,3 +362,19 @@ def test_iter_documents_skips_invalid_jsonl_lines_with_numbers(tmp_path):
     with pytest.warns(UserWarning, match=r"x.jsonl:2: .*title must be a string"):
         docs = list(iter_documents([f]))
     assert [d.full_text() for d in docs] == ["ok"]
+
+
+def test_piping_into_head_prints_no_traceback(tmp_path):
+    db = tmp_path / "kb.db"
+    with Store.open(db, embedder=HashedEmbedder(dim=DIM)) as s:
+        s.add_documents([{"id": f"doc-{i:05d}", "title": f"Title {i}", "text": f"Document {i}."} for i in range(3000)])
+    for cmd in ("store list --limit 100000 --json", "search document --full -k 2000"):
+        out = subprocess.run(f"{sys.executable} -m lacy_mlx {cmd} --db {db} | head -n 1", shell=True,
+                             capture_output=True, text=True, timeout=120)
+        assert out.stdout.count("\n") == 1 and out.stderr == "", (cmd, out.stderr[-2000:])
+
+
+def test_huge_finite_vectors_keep_their_direction(store_path):
+    with Store.open(store_path) as s:
+        hits = s.search(np.full(DIM, 1e308), k=1, fast=True)
+        assert hits and np.isfinite(hits[0].score) and hits[0].score != 0.0

@@ -63,7 +63,9 @@ def check_embeddings(vectors: object, dim: int, *, what: str = "vector") -> np.n
         )
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{what} contains NaN or inf: check the embedder's output before storing it")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if np.any(norms == 0):
+    # Scale by the largest entry first: the norm of a vector of huge finite entries overflows to inf.
+    peak = np.max(np.abs(arr), axis=1, keepdims=True) if arr.size else np.zeros((len(arr), 1))
+    if np.any(peak == 0):
         raise InputError(f"{what} is all zeros and has no direction: it cannot be searched by cosine")
-    return (arr / norms).astype(np.float32)
+    arr = arr / peak
+    return (arr / np.linalg.norm(arr, axis=1, keepdims=True)).astype(np.float32)
