@@ -97,8 +97,9 @@ def not_writable(path: Path, exc: BaseException) -> StoreError:
 def damaged(path: Path, exc: BaseException) -> StoreError:
     """The error for a store file SQLite reads as corrupt or truncated."""
     return StoreError(
-        f"the store {path} is damaged ({exc}): rebuild it by ingesting the documents again into a new "
-        f"file, or try to salvage it with `sqlite3 {path} .recover | sqlite3 recovered.db`"
+        f"the store {path} is damaged ({type(exc).__name__}: {str(exc)[:200]}): rebuild it by ingesting "
+        f"the documents again into a new file, or try to salvage it with "
+        f"`sqlite3 {path} .recover | sqlite3 recovered.db`"
     )
 
 
@@ -155,11 +156,19 @@ def translate_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# What reading a damaged file raises: SQLite's corruption codes, but also errors from bytes that
+# SQLite does not check (text that is not UTF-8, a vec0 table whose blobs or options are garbled).
+# The store's own SQL is fixed, so an SQLError at run time means the file is not what it wrote.
+DAMAGE = (apsw.CorruptError, apsw.NotADBError, apsw.SQLError, UnicodeDecodeError)
+
+
 @contextmanager
 def _translated(path: Path) -> Iterator[None]:
     try:
         yield
-    except (apsw.CorruptError, apsw.NotADBError) as exc:
+    except StoreError:
+        raise
+    except DAMAGE as exc:
         raise damaged(path, exc) from exc
     except (apsw.ReadOnlyError, apsw.CantOpenError) as exc:
         raise not_writable(path, exc) from exc

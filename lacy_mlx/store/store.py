@@ -16,11 +16,12 @@ import numpy as np
 
 from lacy_mlx.embed.base import Embedder, check_embeddings
 from lacy_mlx.embed.registry import default_embedder, resolve_embedder
-from lacy_mlx.errors import InputError, StoreError
+from lacy_mlx.errors import InputError, LacyError, StoreError
 from lacy_mlx.store import schema
 from lacy_mlx.store.connection import (
     check_is_sqlite,
     connect,
+    DAMAGE,
     damaged,
     guard_public_methods,
     not_writable,
@@ -80,7 +81,10 @@ class Store(WriteMixin):
             if search_mode is not None and search_mode != store.search_mode:
                 store.set_search_mode(search_mode)
             return store
-        except (apsw.CorruptError, apsw.NotADBError) as exc:
+        except LacyError:
+            conn.close()
+            raise
+        except (*DAMAGE, KeyError, ValueError) as exc:  # also: metadata rows that do not parse
             conn.close()
             raise damaged(path, exc) from exc
         except (apsw.ReadOnlyError, apsw.CantOpenError) as exc:  # a WAL store in a folder we cannot write
@@ -213,7 +217,10 @@ class Store(WriteMixin):
         return list(zip(ids.tolist(), scores.tolist()))
 
     def _vectors_version(self) -> int:
-        return int(self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+        rows = self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()
+        if not rows or not str(rows[0][0]).isdigit():
+            raise damaged(self.path, ValueError(f"vectors_version is {rows[0][0] if rows else 'missing'!r}"))
+        return int(rows[0][0])
 
     def _current_mirror(self) -> VectorMirror:
         """The mirror, reloaded when another process changed the vectors since it was built."""

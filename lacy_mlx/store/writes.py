@@ -182,7 +182,7 @@ class WriteMixin:
 
     def _bump_version(self) -> int:
         """Advance ``vectors_version`` inside the open transaction; return the old value."""
-        old = int(self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+        old = self._vectors_version()  # type: ignore[attr-defined]
         self.conn.execute("UPDATE lacy_meta SET value = ? WHERE key = 'vectors_version'", (str(old + 1),))
         return old
 
