@@ -378,3 +378,12 @@ def test_huge_finite_vectors_keep_their_direction(store_path):
     with Store.open(store_path) as s:
         hits = s.search(np.full(DIM, 1e308), k=1, fast=True)
         assert hits and np.isfinite(hits[0].score) and hits[0].score != 0.0
+
+
+def test_text_that_is_not_utf8_in_the_file_reads_as_damage(store_path):
+    conn = apsw.Connection(str(store_path))
+    conn.execute("UPDATE chunks SET text = CAST(x'ff41' AS TEXT)")
+    conn.close()
+    with Store.open(store_path, read_only=True) as s:
+        with pytest.raises(StoreError, match="damaged"):
+            s.search("survive", k=1)
