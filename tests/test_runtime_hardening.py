@@ -366,3 +366,11 @@ def test_train_set_values_are_validated(tmp_path, capsys, setting, match):
     err = capsys.readouterr().err
     assert rc == 1 and match in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_readme_stream_of_messages_runs_on_the_demo_model():
+    """The README's `lacy.stream([{"role": "user", ...}])` on the bundled model (no chat template)."""
+    demo = Path(lacy_mlx.__file__).parent / "data" / "demo-model"
+    lacy = lacy_mlx.load(str(demo))
+    events = list(lacy.stream([{"role": "user", "content": "Who was Ada Lovelace?"}], max_tokens=8))
+    assert isinstance(events[-1], Done) and events[-1].prompt_tokens > 0

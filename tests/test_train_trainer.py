@@ -148,7 +148,7 @@ def test_factscore_evaluation_mechanics(tiny_run):
     alone = evaluate(out, people, mode="slm", max_tokens=12)
     assert alone.groups["all"].calls == 0 and alone.groups["all"].tokens > 0
     # Threshold 0: the cascade calls at once (then at most once per sentence), by tower and by text.
-    for query in ("tower", "text"):
+    for query in ("latent", "text"):
         forced = evaluate(out, people, mode="cascade", threshold=0.0, max_tokens=6, query=query)
         g = forced.groups["all"]
         assert 2 <= g.calls <= g.tokens and 0.0 <= g.leakage <= 1.0

@@ -112,8 +112,8 @@ class BiographyWriter:
         self.ids = {t: self.tok.token_to_id(t) for t in (CALL_TOKEN, END_OF_TEXT, EVIDENCE_START, EVIDENCE_END)}
         self.tower = QueryTower.load(model_dir)
         self.threshold, self.k, self.max_tokens, self.probe_tokens = threshold, k, max_tokens, probe_tokens
-        if query not in ("auto", "tower", "text"):
-            raise ValueError(f"query must be 'auto', 'tower' or 'text', got {query!r}")
+        if query not in ("auto", "latent", "text"):  # the runtime's names: latent = the query tower
+            raise ValueError(f"query must be 'auto', 'latent' or 'text', got {query!r}")
         self.query = query
 
     def _forward(self, ids: list[int], cache) -> tuple[mx.array, mx.array]:
@@ -151,7 +151,7 @@ class BiographyWriter:
                 calls += 1
                 may_call = False
                 leaks += self._leaked(person, gen, self._probe(logits, cache, self.probe_tokens))
-                if self.tower is not None and self.query in ("auto", "tower"):
+                if self.tower is not None and self.query in ("auto", "latent"):
                     passages = retriever.by_vector(np.array(self.tower(h)[0]), self.k)
                 else:  # the subject's name plus the sentence so far, for any text embedder
                     passages = retriever.by_text(f"{person.name}: {self._sentence(gen)}", self.k)
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-group", type=int, default=40)
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--k", type=int, default=None, help="passages per call (default: the model's lacy.retrieval.k, else 3)")
-    ap.add_argument("--query", nargs="+", default=["tower", "text"], choices=("tower", "text"))
+    ap.add_argument("--query", nargs="+", default=["latent", "text"], choices=("latent", "text"),
+                    help="latent: the query tower; text: the name plus the sentence so far")
     a = ap.parse_args(argv)
     people, groups = demo_groups(a.model_dir, per_group=a.per_group)
     if a.k is None:
