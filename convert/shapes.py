@@ -11,10 +11,11 @@ def check_against(
     weights: dict[str, Any],
     file_of: Callable[[str], str],
     what: str,
+    floating: set[str] | None = None,
 ) -> None:
     """Raise ShapeMismatchError unless ``weights`` has exactly the names and shapes of ``expected``,
-    and UnsupportedDtypeError for an integer or boolean tensor where a weight goes (every MLX
-    parameter is floating point: such a tensor is quantized data or damage, not a weight).
+    and UnsupportedDtypeError for an integer or boolean tensor where the model holds a floating
+    parameter (the names in ``floating``; a quantized model's packed weights are integers).
 
     ``file_of(name)`` names the source file for a tensor; ``what`` names the model in messages.
     """
@@ -37,7 +38,7 @@ def check_against(
                 f"{file_of(name)}: tensor {name} has shape {list(got)} but the {what} built from "
                 f"config.json expects {list(shape)}; check that config.json belongs to these weights"
             )
-        if not _floating(getattr(weights[name], "dtype", None)):
+        if floating is not None and name in floating and not _floating(getattr(weights[name], "dtype", None)):
             raise UnsupportedDtypeError(
                 f"{file_of(name)}: tensor {name} is stored as {weights[name].dtype}, but the {what} needs a "
                 "floating-point weight there; lacy-mlx converts float16, bfloat16, float32 and float64 weights "

@@ -16,6 +16,7 @@ from .errors import MissingDependencyError, TORCH_HINT
 from .readers import Checkpoint
 
 PROBE_LEN = 12
+GREEDY_LEN = 16
 # Allowed |logit diff| / max(1, |logit| scale) for decoders, and 1 - cosine for encoders.
 _LOGIT_TOL = {"float32": 1e-3, "float16": 2e-2, "bfloat16": 6e-2, 8: 0.15, 4: 0.5}
 _COSINE_TOL = {"float32": 1e-4, "float16": 1e-3, "bfloat16": 5e-3, 8: 2e-2, 4: 1e-1}
@@ -30,13 +31,15 @@ class VerifyReport:
     tolerance: float
     passed: bool
     probe_tokens: int
+    greedy_match: bool | None = None  # GGUF: the greedy continuations agree token for token
 
     def describe(self) -> str:
         """One line for the CLI."""
         op = "<=" if self.metric != "cosine" else ">="
         verdict = "ok" if self.passed else "FAILED"
         fmt = ".6f" if self.metric == "cosine" else ".3g"
-        return f"verify: {self.metric} = {self.value:{fmt}} ({verdict}; needs {op} {self.tolerance:{fmt}})"
+        greedy = "" if self.greedy_match is None else f"; greedy {GREEDY_LEN} tokens {'identical' if self.greedy_match else 'DIFFER'}"
+        return f"verify: {self.metric} = {self.value:{fmt}} ({verdict}; needs {op} {self.tolerance:{fmt}}){greedy}"
 
 
 def require_reference() -> None:
@@ -135,3 +138,47 @@ def _mlx_encoder(out: Path, ids: list[int]) -> np.ndarray:
     loaded = load_encoder(Path(out))
     x = mx.array([ids])
     return np.array(pool(loaded.model(x, mx.ones_like(x)), mx.ones_like(x), loaded.pooling))[0]
+
+
+def verify_gguf(src: Path, out: Path, *, dtype: str, tolerance: float | None = None) -> VerifyReport:
+    """Compare the converted folder ``out`` with transformers' dequantizing GGUF loader on ``src``:
+    max |logit diff| on a probe, and greedy continuations of it (passing needs both)."""
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader)
+    except ImportError as exc:
+        raise MissingDependencyError("--verify of a GGUF file needs the gguf package: pip install 'lacy-mlx[convert]'") from exc
+    import torch
+    import transformers
+
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(src.parent), gguf_file=src.name, dtype=torch.float32).eval()
+    vocab = int(ref_model.config.vocab_size)
+    ids = _probe(vocab)
+    with torch.no_grad():
+        ref = ref_model(torch.tensor([ids])).logits[0].float().numpy()
+        ref_greedy = _torch_greedy(ref_model, ids)
+    got = _mlx_logits(out, ids)
+    diff = float(np.abs(ref - got[:, :vocab]).max())
+    tol = tolerance if tolerance is not None else _LOGIT_TOL[dtype] * max(1.0, float(np.abs(ref).max()))
+    same = ref_greedy == _mlx_greedy(out, ids)
+    return VerifyReport("max_abs_logit_diff", diff, tol, diff <= tol and same, len(ids), same)
+
+
+def _torch_greedy(model: Any, ids: list[int]) -> list[int]:
+    import torch
+
+    seq = list(ids)
+    for _ in range(GREEDY_LEN):
+        seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    return seq[len(ids):]
+
+
+def _mlx_greedy(out: Path, ids: list[int]) -> list[int]:
+    import mlx.core as mx
+    from mlx_lm import load
+
+    model, _ = load(str(out))
+    seq = list(ids)
+    for _ in range(GREEDY_LEN):
+        seq.append(int(mx.argmax(model(mx.array([seq]))[0, -1])))
+    return seq[len(ids):]

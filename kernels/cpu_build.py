@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 
 from lacy_mlx.kernels import KERNEL_DIR
+from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
 MODULE = "_lacy_cpu_kernels"  # the NB_MODULE name in SOURCE
@@ -45,14 +46,6 @@ _loaded: dict[str, ModuleType | None] = {}
 
 class KernelBuildError(RuntimeError):
     """The compiler failed or is missing; the message holds the command and its output's tail."""
-
-
-def cache_root() -> Path:
-    """Where built kernels live: ``$LACY_MLX_CACHE``, else ``$XDG_CACHE_HOME/lacy-mlx``, else ``~/.cache/lacy-mlx``."""
-    if os.environ.get("LACY_MLX_CACHE"):
-        return Path(os.environ["LACY_MLX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lacy-mlx"
 
 
 def compiler() -> str | None:

@@ -25,6 +25,15 @@ def openblas_path() -> str | None:
     return None
 
 
+def cache_root() -> Path:
+    """Where lacy-mlx keeps what it builds once per machine (CPU kernels, the default model):
+    ``$LACY_MLX_CACHE``, else ``$XDG_CACHE_HOME/lacy-mlx``, else ``~/.cache/lacy-mlx``."""
+    if os.environ.get("LACY_MLX_CACHE"):
+        return Path(os.environ["LACY_MLX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lacy-mlx"
+
+
 def openblas_preloaded() -> bool:
     """Whether this process runs with OpenBLAS preloaded (benchmarks print it next to CPU numbers)."""
     return "openblas" in os.environ.get("LD_PRELOAD", "")

@@ -182,3 +182,15 @@ def test_ids_and_gate_come_from_config_or_vocab(tiny_dir, tmp_path):
     v = vocab_of(bare)
     assert lacy.specials == SpecialIds(v["<CALL>"], v["<EVIDENCE>"], v["</EVIDENCE>"])
     assert lacy.gate.mode == "call" and lacy.injection == "inline"
+
+
+def test_max_sentences_stops_after_a_sentence_end(tiny):
+    from lacy_mlx.runtime import Lacy
+    from lacy_mlx.runtime.inject import SpecialIds
+
+    model, tok = tiny
+    lacy = Lacy(model, tok, specials=SpecialIds(), gate=GateConfig(mode="off"))
+    full = lacy.generate("a", max_tokens=60)  # this seed writes "." after 17 tokens, then goes on
+    one = lacy.generate("a", max_tokens=60, max_sentences=1)
+    assert full.stats.tokens > one.stats.tokens and full.text.startswith(one.text)
+    assert one.stats.finish_reason == "stop" and one.text.endswith(".")

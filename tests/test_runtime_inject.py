@@ -106,12 +106,16 @@ def test_prefix_injection_puts_passages_in_the_prompt_and_regenerates(tiny):
     assert after and all(greedy[i - 1] == ctx[i] for i in range(start, len(ctx)))
 
 
-def test_prefix_passages_go_into_the_last_user_message(tiny):
+def test_prefix_passages_go_where_placement_says(tiny):
     _, tok = tiny
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where?"}]
-    p = encode_prompt(tok, msgs, passages=["Paris is in France."])
+    p = encode_prompt(tok, msgs, passages=["Paris is in France."], placement="user")
     assert "<|user|>Relevant passages:\n[1] Paris is in France.\n\nWhere?" in p.text
     assert p.question == "Where?"
+    p = encode_prompt(tok, msgs, passages=["Paris is in France."])  # default: the system turn
+    assert "Be brief.\n\nAnswer the question using the passages below.\n\nRelevant passages:\n[1] Paris" in p.text
+    p = encode_prompt(tok, msgs[1:], passages=["Paris is in France."])
+    assert p.text.index("Paris") < p.text.index("Where?") and p.question == "Where?"
 
 
 def test_inline_requires_the_tokens(tiny):
@@ -120,3 +124,37 @@ def test_inline_requires_the_tokens(tiny):
     model, tok = tiny
     with pytest.raises(InputError, match="prefix"):
         Lacy(model, tok, specials=SpecialIds(call=1), gate=GateConfig(), injection="inline")
+
+
+def test_retrieve_first_puts_passages_in_before_the_first_token(tiny):
+    from lacy_mlx.runtime.events import Call
+
+    model, tok = tiny
+    asked = []
+
+    def search(ctx):
+        asked.append(ctx)
+        return ["Turing was born in London."]
+
+    lacy = Lacy(model, tok, specials=SpecialIds(), delegate=CallbackDelegate(search, name="kb"),
+                gate=GateConfig(mode="off"), retrieve_first=True)
+    events = list(lacy.stream(PROMPT, max_tokens=6))
+    first = [e for e in events if isinstance(e, Call)]
+    assert [c.reason for c in first] == ["first"] and first[0].step == -1
+    assert len(asked) == 1 and asked[0].question == PROMPT and asked[0].text == ""
+    prompt = encode_prompt(tok, PROMPT, passages=["Turing was born in London."])
+    assert tuple(lacy.last_context[: len(prompt.ids)]) == prompt.ids
+    # with the gate off and no retrieval first, nothing is asked
+    assert not [e for e in lacy.stream(PROMPT, max_tokens=3, retrieve_first=False) if isinstance(e, Call)]
+    assert len(asked) == 1
+
+
+def test_titled_passages_name_their_document():
+    from types import SimpleNamespace as Hit
+
+    from lacy_mlx.runtime.inject import titled_passages
+
+    hits = [Hit(title="Rene Laennec"), Hit(title=None), Hit(title="Volga")]
+    got = titled_passages(["He invented the stethoscope in 1816.", "No title here.", "Volga: the longest river."], hits)
+    assert got == ("Rene Laennec: He invented the stethoscope in 1816.", "No title here.", "Volga: the longest river.")
+    assert titled_passages(["a", "b"], hits) == ("a", "b")  # hits that do not line up: passages as they are

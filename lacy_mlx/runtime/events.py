@@ -35,7 +35,8 @@ class Token:
 class Call:
     """The gate fired at decode step ``step`` and a delegate ran.
 
-    ``reason``: ``call`` (p(<CALL>) passed its threshold), ``entropy``, or ``call+entropy``.
+    ``reason``: ``call`` (p(<CALL>) passed its threshold), ``entropy``, or ``call+entropy``; or
+    ``first`` for retrieval before the answer (``retrieve_first``: step -1, no gate scores).
     ``threshold``: ``(entropy_threshold, call_threshold)`` in force at that step (a budget moves them).
     ``query``: the text query, or ``"<latent>"`` for a query-tower vector, or the text a model
     delegate continued (its tail). ``hits``: the store's :class:`~lacy_mlx.store.SearchHit` list

@@ -20,8 +20,9 @@ from mlx_lm.sample_utils import make_sampler
 from lacy_mlx.errors import InputError, LacyError
 from lacy_mlx.runtime.cascade import Cascade, RunSettings
 from lacy_mlx.runtime.delegates import CallbackDelegate, RetrievalDelegate
+from lacy_mlx.runtime.delegates.retrieval import TextQuery
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
-from lacy_mlx.runtime.inject import Messages, SpecialIds, resolve_injection, special_ids
+from lacy_mlx.runtime.inject import Messages, Placement, SpecialIds, resolve_injection, special_ids
 from lacy_mlx.runtime.policy import GateConfig
 from lacy_mlx.tokens import LacySection
 
@@ -91,6 +92,8 @@ class Lacy:
         store: Any = None,
         max_evidence_tokens: int = 256,
         name: str = "model",
+        retrieve_first: bool = False,
+        placement: Placement = "system",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -101,6 +104,8 @@ class Lacy:
         self.injection = resolve_injection(injection, specials)
         self.max_evidence_tokens = max_evidence_tokens
         self.name = name
+        self.retrieve_first = retrieve_first
+        self.placement = placement
         self.max_context = context_length(model)  # None: the model states no limit
         self.last_context: list[int] = []
 
@@ -115,6 +120,8 @@ class Lacy:
         max_tokens: int = 256,
         sampling: Sampling | Callable | None = None,
         gate: GateConfig | None = None,
+        retrieve_first: bool | None = None,
+        max_sentences: int | None = None,
         **gate_changes: Any,
     ) -> Iterator[Event]:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
@@ -127,7 +134,9 @@ class Lacy:
 
         ``sampling``: a :class:`Sampling`, an mlx-lm sampler, or None (greedy). ``gate`` replaces
         this object's gate for this call; keyword ``gate_changes`` (``mode``, ``call_threshold``,
-        ``entropy_threshold``, ``budget``, ...) adjust it.
+        ``entropy_threshold``, ``budget``, ...) adjust it. ``retrieve_first`` (default: this
+        object's) asks the delegate once with the question before the first token.
+        ``max_sentences`` ends the answer (finish reason ``stop``) after that many sentences.
         """
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
@@ -143,8 +152,11 @@ class Lacy:
             specials=self.specials,
             delegate=self.delegate,
             sampler=sampler,
-            settings=RunSettings(max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
-                                 max_context=self.max_context),
+            settings=RunSettings(
+                max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
+                retrieve_first=self.retrieve_first if retrieve_first is None else retrieve_first,
+                placement=self.placement, max_sentences=max_sentences, max_context=self.max_context,
+            ),
         )
         try:
             yield from run
@@ -174,7 +186,7 @@ class Lacy:
 
 
 def load(
-    model: str | Path | tuple[Any, Any],
+    model: str | Path | tuple[Any, Any] | None = None,
     *,
     db: str | Path | Any = None,
     embedder: Any = None,
@@ -185,12 +197,16 @@ def load(
     k: int | None = None,
     tower: Any = None,
     max_evidence_tokens: int = 256,
+    anchor: bool | None = None,
+    retrieve_first: bool | None = None,
+    placement: Placement = "system",
 ) -> Lacy:
     """Load a model and wire the runtime around it.
 
     - ``model``: a local MLX folder or a Hugging Face repo id (``mlx_lm.load``), or a
-      ``(model, tokenizer)`` pair already loaded. The <CALL>/evidence ids come from config.json's
-      ``lacy`` section, else from the tokenizer's vocabulary.
+      ``(model, tokenizer)`` pair already loaded; None: the embedded default chat model
+      (SmolLM2-135M-Instruct, :mod:`lacy_mlx.defaults`). The <CALL>/evidence ids come from
+      config.json's ``lacy`` section, else from the tokenizer's vocabulary.
     - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
       :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
       ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
@@ -202,7 +218,17 @@ def load(
     - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
       model with <CALL> and ``entropy`` for one without.
     - ``injection``: ``auto`` | ``inline`` | ``prefix`` (see :mod:`lacy_mlx.runtime.inject`).
+    - ``anchor``: text queries always start with the question's last sentence (default: the
+      model's ``lacy.retrieval.anchor``, else only when the masked sentence is too short).
+    - ``retrieve_first``: retrieve with the question before the first token (default: the
+      model's ``lacy.retrieval.first``, else False).
+    - ``placement``: where prefix injection puts passages in chat prompts: under a one-line
+      instruction in the system turn (default, measured best on SmolLM2) or before the user's text.
     """
+    if model is None:
+        from lacy_mlx.defaults import default_model_dir
+
+        model = default_model_dir()
     model_obj, tokenizer, model_dir, section = _load_model(model)
     specials = special_ids(tokenizer, None)
     if section is not None:
@@ -215,17 +241,24 @@ def load(
         mode = "call" if specials.call is not None else "entropy"
         gate = GateConfig.from_section(section.gate if section else {}, mode=mode)
     store = _open_store(db, embedder)
+    retrieval = section.retrieval if section else {}
     if delegate is None and store is not None:
         if query is None:
             query, tower = _default_query(section, model_dir, tower, store)
         if query == "latent" and tower is None:
             tower = _load_tower(model_dir)
         if k is None:
-            k = int((section.retrieval if section else {}).get("k", 3))
-        delegate = RetrievalDelegate(store, query=query, tower=tower, k=k)
+            k = int(retrieval.get("k", 3))
+        if anchor is None:
+            anchor = bool(retrieval.get("anchor", False))
+        builder = TextQuery(anchor=anchor) if query == "text" else query
+        delegate = RetrievalDelegate(store, query=builder, tower=tower, k=k)
+    if retrieve_first is None:
+        retrieve_first = bool(retrieval.get("first", False))
     name = Path(str(model)).name if not isinstance(model, tuple) else "model"
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
-                store=store, max_evidence_tokens=max_evidence_tokens, name=name)
+                store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
+                placement=placement)
 
 
 def _load_model(model: Any) -> tuple[Any, Any, Path | None, LacySection | None]:
