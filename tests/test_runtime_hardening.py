@@ -219,7 +219,7 @@ def test_ctrl_c_at_the_prompt_leaves(tiny_dir, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(chat, "_read_line", interrupted)
-    assert main(["chat", "--model", str(tiny_dir)]) == 0
+    assert main(["chat", "--model", str(tiny_dir), "--no-db"]) == 0
 
 
 def test_threshold_without_a_value_shows_it(tiny):
@@ -270,8 +270,8 @@ def test_cli_errors_use_flags(tmp_path, capsys):
 
 
 def test_no_delegate_message_in_cli_terms(tiny_dir, capsys):
-    rc = main(["generate", "--model", str(tiny_dir), "--prompt", "Alan Turing was born in", "--raw-prompt",
-               "--max-tokens", "3", "--gate", "entropy", "--entropy-threshold", "0"])
+    rc = main(["generate", "--model", str(tiny_dir), "--no-db", "--prompt", "Alan Turing was born in",
+               "--raw-prompt", "--max-tokens", "3", "--gate", "entropy", "--entropy-threshold", "0"])
     out = capsys.readouterr().out
     assert rc == 0 and "--db ..." in out and "lacy_mlx.load" not in out
 
