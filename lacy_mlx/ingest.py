@@ -39,7 +39,12 @@ def _title(path: Path, text: str) -> str:
         for line in text.splitlines():
             if line.startswith("# "):
                 return line[2:].strip()
-    return path.stem
+    return _readable(path.stem)
+
+
+def _readable(name: str | Path) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates) become U+FFFD."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def read_documents(path: Path, *, skipped_files: list[str] | None = None) -> Iterator[DocumentInput]:
@@ -64,7 +69,7 @@ def read_documents(path: Path, *, skipped_files: list[str] | None = None) -> Ite
         if not text.strip():
             skip_file("the file is empty")
             return
-        yield DocumentInput(text=text, external_id=uri, title=_title(path, text), metadata={"source": str(path)})
+        yield DocumentInput(text=text, external_id=uri, title=_title(path, text), metadata={"source": _readable(path)})
         return
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -82,7 +87,7 @@ def read_documents(path: Path, *, skipped_files: list[str] | None = None) -> Ite
             if doc.external_id is None:
                 doc.external_id = f"{uri}#L{lineno}"
             if isinstance(doc.metadata, dict):
-                doc.metadata.setdefault("source", str(path))
+                doc.metadata.setdefault("source", _readable(path))
             doc.validate(lineno)  # the store would refuse it: skip this line, not the batch
         except InputError as exc:
             warnings.warn(f"skipped {path}:{lineno}: {exc}", stacklevel=2)

@@ -65,6 +65,9 @@ def test_cli_delete_takes_external_ids_even_when_numeric(tmp_path, capsys):
 
 def test_python_delete_and_get_refuse_ambiguous_references(store_path):
     with Store.open(store_path) as s:
+        for verb in (s.get, s.delete):  # argv holds undecodable bytes as lone surrogates
+            with pytest.raises(InputError, match="not valid Unicode"):
+                verb("\udcff\udcfe")
         for bad in (True, 1.0, None, ["keep"]):
             with pytest.raises(InputError, match="external id \\(str\\) or a row id \\(int\\)"):
                 s.delete(bad)
@@ -387,3 +390,15 @@ def test_text_that_is_not_utf8_in_the_file_reads_as_damage(store_path):
     with Store.open(store_path, read_only=True) as s:
         with pytest.raises(StoreError, match="damaged"):
             s.search("survive", k=1)
+
+
+def test_a_file_name_that_is_not_utf8_is_still_ingested(tmp_path, capsys):
+    folder = os.fsencode(tmp_path)
+    with open(os.path.join(folder, b"caf\xe9.txt"), "wb") as fh:
+        fh.write(b"A file whose name is Latin-1.")
+    db = str(tmp_path / "kb.db")
+    code, out, err = cli(capsys, "ingest", str(tmp_path), "--db", db, "--embedder", EMB, "--quiet")
+    assert code == 0 and "1 added" in out, out + err
+    with Store.open(db, read_only=True) as s:
+        (doc_id, ext, title), = s.documents()
+        assert title == "caf\ufffd" and ext.endswith("caf%E9.txt")

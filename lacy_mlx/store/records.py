@@ -152,5 +152,5 @@ def check_unicode(text: str | None, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(f"{what} is not valid Unicode (a lone surrogate at character {exc.start}): "
-                         f"decode the source as UTF-8 before storing it") from exc
+        raise InputError(f"{what} is not valid Unicode (a lone surrogate at character {exc.start}, e.g. from "
+                         f"bytes that are not UTF-8): give it as UTF-8 text") from exc

@@ -261,6 +261,8 @@ class Store(WriteMixin):
     def _doc_row(self, ref: int | str) -> tuple | None:
         if isinstance(ref, bool) or not isinstance(ref, (int, str)):
             raise InputError(f"a document reference is an external id (str) or a row id (int), got {type(ref).__name__}")
+        if isinstance(ref, str):
+            check_unicode(ref, "the external id")
         col = "id" if isinstance(ref, int) else "external_id"
         rows = self.conn.execute(
             f"SELECT id, external_id, title, metadata, content_hash, created FROM documents WHERE {col} = ?", (ref,)
