@@ -402,3 +402,29 @@ def test_a_file_name_that_is_not_utf8_is_still_ingested(tmp_path, capsys):
     with Store.open(db, read_only=True) as s:
         (doc_id, ext, title), = s.documents()
         assert title == "caf\ufffd" and ext.endswith("caf%E9.txt")
+
+
+KILLED_CREATION = textwrap.dedent("""
+    import os, signal, sys
+    from lacy_mlx.embed import HashedEmbedder
+    from lacy_mlx.store import Store
+
+    class DiesMidCreation(HashedEmbedder):
+        @property
+        def name(self):  # read once the schema is written, before the metadata
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        @name.setter
+        def name(self, value):
+            pass
+
+    Store.open(sys.argv[1], embedder=DiesMidCreation(dim=16))
+""")
+
+
+def test_sigkill_during_creation_leaves_a_file_the_next_open_creates(tmp_path):
+    path = tmp_path / "kb.db"
+    out = subprocess.run([sys.executable, "-c", KILLED_CREATION, str(path)], capture_output=True, timeout=60)
+    assert out.returncode == -9 and path.exists()
+    with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
+        assert s.add_documents(["Created after the kill."]).added == 1

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "chat",
         help="chat with a model in the terminal",
         description="A streaming chat REPL: calls show inline, sources after each answer. Type /help for "
-        "commands. Models without a chat template get plain 'User: ...' / 'Assistant:' lines.",
+        "commands. Models without a chat template get plain 'User: ...' / 'Assistant:' lines. Ctrl-C stops "
+        "an answer; at the prompt it leaves.",
     )
     add_model_options(p)
     add_prompt_options(p)
