@@ -10,8 +10,10 @@ Configurations, interleaved over ``--repeats`` rounds (medians reported):
   store of ``--chunks`` chunks (HashedEmbedder) with inline evidence injection.
 
 It also times the gate op alone on one logits row and divides by a decode step. Default model: a
-~100M-parameter llama with random weights built here; ``--model PATH`` loads a real one. Runs
-unchanged on a GPU (MLX's default device). Prints ratios and one JSON line.
+~100M-parameter llama with random weights built here; ``--model PATH`` loads a real one and
+``--model default`` the embedded SmolLM2-135M-Instruct (prompted with English text; a model
+without <CALL> injects by prefix, so each call re-reads the prompt). Runs unchanged on a GPU
+(MLX's default device). Prints ratios and one JSON line.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from lacy_mlx.runtime.inject import special_ids
 from lacy_mlx.store import Store
 
 PROMPT = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16"
+TEXT_PROMPT = "Marie Curie was a physicist and chemist. She was born in"
 
 
 def build_tokenizer(folder: Path, vocab: int):
@@ -89,10 +92,10 @@ def run_mlx_lm(model, prompt_ids, n: int) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def run_lacy(lacy, n: int, gate: GateConfig) -> dict:
+def run_lacy(lacy, n: int, gate: GateConfig, prompt: str = PROMPT) -> dict:
     """Tokens/s of lacy-mlx timed the same way (first to last token event), plus its Done stats."""
     stamps, done = [], None
-    for ev in lacy.stream(PROMPT, max_tokens=n, gate=gate):
+    for ev in lacy.stream(prompt, max_tokens=n, gate=gate):
         if type(ev).__name__ == "Token" and ev.id >= 0:
             stamps.append(time.perf_counter())
         elif type(ev).__name__ == "Done":
@@ -149,7 +152,8 @@ def paired_step_overhead(model, prompt_ids, specials, pairs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="an MLX model folder or repo id (default: a random ~100M llama)")
+    p.add_argument("--model", help="an MLX model folder or repo id, or 'default' for the embedded SmolLM2 "
+                   "(default: a random ~100M llama)")
     p.add_argument("--tokens", type=int, default=32, help="tokens per run (default 32)")
     p.add_argument("--repeats", type=int, default=4, help="rounds, medians reported (default 4)")
     p.add_argument("--chunks", type=int, default=10_000, help="store size for lacy_calls (default 10000)")
@@ -161,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="lacy-bench-"))
+    prompt = PROMPT
     if args.model:
         import mlx_lm
 
+        if args.model == "default":
+            from lacy_mlx.defaults import default_model_dir
+
+            args.model = str(default_model_dir())
         model, tokenizer = mlx_lm.load(args.model)
+        prompt = TEXT_PROMPT
     else:
         tokenizer = build_tokenizer(tmp, args.vocab)
         model = build_model(args.vocab, args.hidden, args.layers, seed=0)
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lacy = lacy_mlx.load((model, tokenizer), db=store, k=2, max_evidence_tokens=48)
     specials = special_ids(tokenizer)
-    prompt_ids = tokenizer.encode(PROMPT)
+    prompt_ids = tokenizer.encode(prompt)
     gates = {
         "lacy_off": GateConfig(mode="off"),
         "lacy_gate": GateConfig(mode="either", call_threshold=1.0, entropy_threshold=1e9),
@@ -188,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
           f"OpenBLAS preloaded: {openblas_preloaded()}, store {store.count()['chunks']} chunks ({store_s:.1f} s)",
           file=sys.stderr)
     run_mlx_lm(model, prompt_ids, 4)  # warm-up: kernels, caches
-    run_lacy(lacy, 4, gates["lacy_gate"])
+    run_lacy(lacy, 4, gates["lacy_gate"], prompt)
     results: dict[str, list] = {k: [] for k in ["mlx_lm", *gates]}
     names = list(results)
     for r in range(args.repeats):
@@ -197,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "mlx_lm":
                 results[name].append({"tps": run_mlx_lm(model, prompt_ids, args.tokens)})
             else:
-                results[name].append(run_lacy(lacy, args.tokens, gates[name]))
+                results[name].append(run_lacy(lacy, args.tokens, gates[name], prompt))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['tps']:.2f}" for k, v in results.items()), file=sys.stderr)
 
     med = {k: statistics.median(x["tps"] for x in v) for k, v in results.items()}

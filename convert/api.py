@@ -1,8 +1,10 @@
 """``convert()``: a PyTorch / Hugging Face checkpoint in, an MLX model folder out.
 
-Steps: locate config + weights -> pick the family -> read tensors (MLX for safetensors, torch
-for pickles) -> rename to the MLX model's names -> optional <CALL> surgery -> check every name
-and shape against the MLX model -> cast -> optional quantization -> write the folder atomically
+Steps: locate config + weights -> build the MLX model the config names (any mlx-lm decoder,
+resolved as mlx-lm resolves it, or lacy-mlx's BERT encoder) -> read tensors (MLX for
+safetensors, torch for pickles) -> the family's exceptional renames, then the model's own
+``sanitize`` -> optional <CALL> surgery on the embedding and head found on the built model ->
+check every name and shape against the MLX model -> cast -> optional quantization -> write the folder atomically
 (weights, config.json with its ``lacy`` section, tokenizer files) -> optional parity check,
 which runs on the staged folder so a failed check also leaves nothing behind.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,31 +23,16 @@ from lacy_mlx.tokens import SPECIAL_TOKENS, LacySection, read_lacy_section, writ
 from . import call_tokens, decoder, encoder, mlx_model, writer
 from .config_fix import normalise_config
 from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, VerificationError
-from .families import Family, family_for, get_path
+from .families import Family, family_for
+from .gguf import convert_gguf
 from .readers import Checkpoint, load_weights, locate
+from .result import ConvertResult
 from .verify import VerifyReport, require_reference, verify as run_verify
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 QUANT_BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
 Dtype = Literal["float16", "bfloat16", "float32"]
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    """What ``convert`` wrote. ``dtype`` is the output's float dtype (before any quantization)."""
-
-    out: Path
-    model_type: str
-    kind: str  # "decoder" | "encoder"
-    source_layout: str  # "safetensors" | "pytorch" | "state_dict"
-    dtype: str
-    quantization: dict[str, Any] | None
-    num_parameters: int
-    files: tuple[str, ...]
-    lacy: LacySection
-    verify: VerifyReport | None
-    seconds: float
 
 
 def convert(
@@ -77,8 +63,6 @@ def convert(
     start = time.perf_counter()
     out = Path(out).expanduser()
     if Path(src).suffix.lower() == ".gguf":
-        from .gguf import convert_gguf
-
         if dtype is not None and dtype not in DTYPES:
             raise UnsupportedDtypeError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
         return convert_gguf(Path(src).expanduser(), out, dtype=dtype, dequantize=dequantize, quantize=quantize,
@@ -93,11 +77,14 @@ def convert(
     if verify:
         require_reference()
     config = normalise_config(ckpt.config, family)
-    plan = call_tokens.plan_tokens(ckpt.root, _rows(config, family)) if add_call_token else None
-    if plan is not None:
-        call_tokens.update_config(config, family, plan)
+    model = _shell(family, config, str(ckpt.config_path))
+    plan = None
+    if add_call_token:
+        plan = call_tokens.plan_tokens(ckpt.root, call_tokens.embedding_rows(model))
+        if plan.rows_after != plan.rows_before:
+            model = _regrown(config, str(ckpt.config_path), plan)
     target = target or _config_dtype(config)
-    model, config = _build(ckpt, family, config, plan, target, quantize, group_size)
+    model, config = _build(ckpt, family, config, model, plan, target, quantize, group_size)
     params = dict(tree_flatten(model.parameters()))
     out_dtype = target or _float_dtype(params)
     section = _lacy_section(ckpt, plan)
@@ -106,7 +93,7 @@ def convert(
         del params, model
         report = None
         if verify:
-            old_vocab = plan.tokenizer_len if plan else _rows(config, family)
+            old_vocab = plan.tokenizer_len if plan else _config_rows(config, str(ckpt.config_path))
             report = run_verify(ckpt, family.kind, stage, dtype=_dtype_name(out_dtype), bits=quantize,
                                 old_vocab=old_vocab, tolerance=verify_tolerance)
             if not report.passed:
@@ -167,34 +154,47 @@ def _float_dtype(params: dict[str, mx.array]) -> mx.Dtype:
     return mx.float32
 
 
-def _rows(config: dict[str, Any], family: Family) -> int:
-    for dotted in family.vocab_keys:
-        if isinstance(get_path(config, dotted), int):
-            return int(get_path(config, dotted))
-    raise ConvertError(f"config.json has no integer {family.vocab_keys[0]}")
-
-
-def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], plan: call_tokens.TokenPlan | None,
-           target: mx.Dtype | None, bits: int | None, group_size: int) -> tuple[Any, dict[str, Any]]:
-    """Load, rename, grow, check, cast and quantize: the MLX model ready to save."""
-    cfg_path = str(ckpt.config_path)
-    raw = load_weights(ckpt, cast_to=None if _keeps_some_float32(family) else target)
+def _shell(family: Family, config: dict[str, Any], cfg_path: str) -> Any:
+    """The MLX model for ``config``, parameters not yet loaded (lazy, so it costs no memory)."""
     if family.kind == "encoder":
-        model = encoder.build_encoder(config, cfg_path)
-        weights = family.rename(raw)
+        return encoder.build_encoder(config, cfg_path)
+    return decoder.build_model(config, cfg_path)
+
+
+def _config_rows(config: dict[str, Any], cfg_path: str) -> int:
+    """vocab_size from config.json, at the top or in a nested text config."""
+    for node in [config] + [v for v in config.values() if isinstance(v, dict)]:
+        if isinstance(node.get("vocab_size"), int):
+            return int(node["vocab_size"])
+    raise ConvertError(f"{cfg_path}: has no integer vocab_size")
+
+
+def _regrown(config: dict[str, Any], cfg_path: str, plan: call_tokens.TokenPlan) -> Any:
+    """The decoder rebuilt for the grown vocabulary (``config`` is updated in place)."""
+    call_tokens.update_config(config, plan)
+    model = decoder.build_model(config, cfg_path)
+    if call_tokens.embedding_rows(model) != plan.rows_after:
+        raise ConvertError(
+            f"{cfg_path}: no *vocab_size key holding {plan.rows_before} sizes the mlx-lm "
+            f"{decoder.mlx_module(model)} model's embedding, so <CALL> rows cannot be added"
+        )
+    return model
+
+
+def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
+           plan: call_tokens.TokenPlan | None, target: mx.Dtype | None, bits: int | None,
+           group_size: int) -> tuple[Any, dict[str, Any]]:
+    """Load, rename, grow, check, cast and quantize: the MLX model ready to save."""
+    keep32 = family.kind == "decoder" and decoder.keeps_some_float32(model)
+    cast_to = None if keep32 else target
+    if family.kind == "encoder":
+        weights = family.rename(load_weights(ckpt, cast_to=cast_to))
     else:
-        model = decoder.build_model(config, family, cfg_path)
-        weights = decoder.mlx_names(model, family, raw)
-    if plan is not None:
-        rows = weights[family.embed_key].shape[0] if family.embed_key in weights else None
-        if rows != plan.rows_before:
-            raise ShapeMismatchError(
-                f"{ckpt.file_of(family.embed_key)}: the token embedding has {rows} rows but "
-                f"config.json says vocab_size {plan.rows_before}"
-            )
-        weights = call_tokens.grow_rows(weights, family, plan)
+        model, weights = _decoder_weights(ckpt, family, config, model, cast_to)
+    if plan is not None:  # after sanitize, which may tie or untie the head
+        weights = _grow(ckpt, weights, model, plan)
     mlx_model.load_checked(model, weights, ckpt.file_of)
-    del raw, weights
+    del weights
     if target is not None:
         mlx_model.cast(model, target)
     if bits is not None:
@@ -202,13 +202,29 @@ def _build(ckpt: Checkpoint, family: Family, config: dict[str, Any], plan: call_
     return model, config
 
 
-def _keeps_some_float32(family: Family) -> bool:
-    """Whether the mlx-lm model keeps some parameters out of the cast (so early casting is unsafe)."""
-    if family.kind != "decoder":
-        return False
-    import importlib
+def _decoder_weights(ckpt: Checkpoint, family: Family, config: dict[str, Any], model: Any,
+                     cast_to: mx.Dtype | None) -> tuple[Any, dict[str, mx.array]]:
+    """The checkpoint's tensors under the model's names (and the model, rebuilt if read twice)."""
+    weights = decoder.mlx_names(model, family, load_weights(ckpt, cast_to=cast_to))
+    if ckpt.layout == "safetensors" or mlx_model.names_fit(model, weights):
+        return model, weights
+    # maybe a transformers-5 in-memory state dict: read it again in the Hub layout, into a
+    # fresh model (sanitize may have changed the first one, e.g. dropped its head)
+    del weights
+    model = decoder.build_model(config, str(ckpt.config_path))
+    return model, decoder.mlx_names(model, family, load_weights(ckpt, cast_to=cast_to, hub_layout=True))
 
-    return hasattr(importlib.import_module(f"mlx_lm.models.{family.mlx_module}").Model, "cast_predicate")
+
+def _grow(ckpt: Checkpoint, weights: dict[str, mx.array], model: Any,
+          plan: call_tokens.TokenPlan) -> dict[str, mx.array]:
+    matrices = call_tokens.token_matrices(model)
+    rows = weights[matrices.embed].shape[0] if matrices.embed in weights else None
+    if rows != plan.rows_before:
+        raise ShapeMismatchError(
+            f"{ckpt.file_of(matrices.embed)}: the token embedding {matrices.embed} has {rows} rows but "
+            f"config.json says {plan.rows_before}"
+        )
+    return call_tokens.grow_rows(weights, matrices, plan, model)
 
 
 def _lacy_section(ckpt: Checkpoint, plan: call_tokens.TokenPlan | None) -> LacySection:

@@ -14,12 +14,12 @@ from .families import Family
 
 
 def normalise_config(config: dict[str, Any], family: Family) -> dict[str, Any]:
-    """A copy of ``config`` with flat rope keys (and Gemma 3 defaults) filled in."""
+    """A copy of ``config`` with flat rope keys, the family's aliases and the window period filled in."""
     config = copy.deepcopy(config)
-    for key, source in family.aliases:
+    _fix(config)
+    for key, source in family.aliases:  # after _fix: some sources are the lifted rope keys
         if key not in config and source in config:
             config[key] = config[source]
-    _fix(config)
     if family.text_config and isinstance(config.get(family.text_config), dict):
         text = config[family.text_config]
         _fix(text)
@@ -38,7 +38,7 @@ def _fix(cfg: dict[str, Any]) -> None:
                 cfg.setdefault("rope_local_base_freq", local)
         else:
             _lift(cfg, rope)
-    if str(cfg.get("model_type", "")).startswith("gemma3") and "sliding_window_pattern" not in cfg:
+    if "sliding_window_pattern" not in cfg:  # gemma3, cohere2: mlx-lm reads the period
         pattern = _window_pattern(cfg)
         if pattern:
             cfg["sliding_window_pattern"] = pattern
@@ -58,7 +58,7 @@ def _lift(cfg: dict[str, Any], rope: dict[str, Any]) -> None:
 
 
 def _window_pattern(cfg: dict[str, Any]) -> int | None:
-    """Gemma 3's every-Nth-layer-is-global period, from layer_types or the private key."""
+    """The every-Nth-layer-is-global period (Gemma 3, Cohere 2), from layer_types or the private key."""
     types = cfg.get("layer_types")
     if isinstance(types, list) and "full_attention" in types:
         period = types.index("full_attention") + 1

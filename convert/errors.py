@@ -13,7 +13,7 @@ class MissingConfigError(ConvertError, InputError):
 
 
 class UnknownArchitectureError(ConvertError, InputError):
-    """config.json names a model_type this converter has no family for."""
+    """config.json names a model_type the installed mlx-lm has no model for (nor lacy-mlx an encoder)."""
 
 
 class ShapeMismatchError(ConvertError, InputError):

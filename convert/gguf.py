@@ -25,6 +25,7 @@ from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, Ver
 from .gguf_arch import GGUFArch, arch_for, config_from, mlx_name, unpermute_rows
 from .gguf_file import AFFINE_BITS, GROUP_SIZE, SUPPORTED, GGUFHeader, read_header
 from .gguf_tokenizer import build_tokenizer, write_tokenizer_files
+from .result import ConvertResult
 
 _FLOATS = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -52,8 +53,6 @@ def convert_gguf(
     ~1e-4) and the stored dtypes otherwise. Raises a ConvertError subclass naming the file;
     ``out`` is then untouched.
     """
-    from .api import ConvertResult
-
     start = time.perf_counter()
     header = read_header(src)
     row = arch_for(header)
@@ -181,9 +180,7 @@ def _quantization_config(bits: dict[str, int]) -> dict[str, Any]:
 def _build(config: dict[str, Any], src: Path, quantized: set[str]) -> nn.Module:
     """The mlx-lm model for ``config``; the ``quantized`` modules become quantized layers with the
     config's per-module settings, as mlx_lm.load builds them."""
-    from .families import FAMILIES
-
-    model = decoder.build_model(config, FAMILIES[config["model_type"]], str(src))
+    model = decoder.build_model(config, str(src))
     quant = config.get("quantization")
     if quant:
         def predicate(path: str, module: nn.Module) -> Any:

@@ -22,6 +22,11 @@ def load_checked(model: nn.Module, weights: dict[str, mx.array], file_of: Callab
     model.load_weights(list(weights.items()), strict=True)
 
 
+def names_fit(model: nn.Module, weights: dict[str, mx.array]) -> bool:
+    """Whether ``weights`` has exactly the model's parameter names (shapes not checked)."""
+    return set(weights) == {k for k, _ in tree_flatten(model.parameters())}
+
+
 def cast(model: nn.Module, dtype: mx.Dtype) -> None:
     """Cast floating parameters to ``dtype``, honouring a model's cast_predicate as mlx-lm does."""
     keep = getattr(model, "cast_predicate", lambda _: True)

@@ -7,26 +7,32 @@ from typing import Any
 import mlx.core as mx
 
 from .errors import CorruptFileError, UnsupportedDtypeError, require_torch
+from .hub_layout import to_hub_layout
 
 # Wrappers training scripts put around a state dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def read_pickle(path: Path, cast_to: mx.Dtype | None = None) -> dict[str, mx.array]:
+def read_pickle(path: Path, cast_to: mx.Dtype | None = None,
+                config_dir: Path | None = None) -> dict[str, mx.array]:
     """Load a pickled state dict safely (weights_only) and return its tensors as MLX arrays.
 
-    ``cast_to`` casts floating tensors as they are copied out, one at a time.
+    ``cast_to`` casts floating tensors as they are copied out, one at a time. With
+    ``config_dir`` (the folder of config.json), a transformers-5 in-memory state dict is first
+    put back into the Hub layout (see hub_layout.py).
     """
     torch = require_torch(f"reading {path.name}")
     state = _unwrap(_torch_load(torch, path), path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefix
+    if config_dir is not None:
+        state = to_hub_layout(state, config_dir)
     out: dict[str, mx.array] = {}
     for key in list(state):
         value = _to_mlx(torch, state.pop(key), path, key)
         if cast_to is not None and mx.issubdtype(value.dtype, mx.floating):
             value = value.astype(cast_to)
         mx.eval(value)  # copy now so the torch tensor (and its mmap pages) can go
-        name = key[len("module."):] if key.startswith("module.") else key  # DataParallel prefix
-        out[name] = value
+        out[key] = value
     return out
 
 

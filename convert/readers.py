@@ -124,11 +124,13 @@ def _read_index(index_path: Path) -> tuple[list[Path], set[str]]:
     return files, set(weight_map)
 
 
-def load_weights(ckpt: Checkpoint, cast_to: mx.Dtype | None = None) -> dict[str, mx.array]:
+def load_weights(ckpt: Checkpoint, cast_to: mx.Dtype | None = None,
+                 hub_layout: bool = False) -> dict[str, mx.array]:
     """Read every tensor of ``ckpt`` as MLX arrays and record where each came from.
 
     ``cast_to`` casts floating tensors one at a time as they are read, so peak memory holds
-    the output copy plus one source tensor instead of both full copies.
+    the output copy plus one source tensor instead of both full copies. ``hub_layout`` puts
+    pickled transformers-5 in-memory state dicts back into the Hub layout (hub_layout.py).
     """
     weights: dict[str, mx.array] = {}
     for path in ckpt.weight_files:
@@ -137,7 +139,7 @@ def load_weights(ckpt: Checkpoint, cast_to: mx.Dtype | None = None) -> dict[str,
         else:
             from .pickles import read_pickle
 
-            part = read_pickle(path, cast_to)
+            part = read_pickle(path, cast_to, ckpt.root if hub_layout else None)
         for key in part:
             ckpt.origin[key] = path
             if cast_to is not None and mx.issubdtype(part[key].dtype, mx.floating) and part[key].dtype != cast_to:

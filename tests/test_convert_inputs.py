@@ -116,3 +116,42 @@ def test_safetensors_never_import_torch(tmp_path, monkeypatch):
     convert(st, tmp_path / "out")
     monkeypatch.undo()
     np.testing.assert_allclose(mlx_logits(_load(tmp_path / "out")), ref, atol=1e-4, rtol=0)
+
+
+def test_in_memory_state_dicts_go_back_to_the_hub_layout(tmp_path):
+    """transformers 5 fuses MoE experts in memory; a torch.save of that converts like the Hub files."""
+    from safetensors.torch import load_file
+
+    from lacy_mlx.convert.hub_layout import to_hub_layout
+
+    st, pt, model = checkpoint("mixtral")
+    memory = model.state_dict()
+    assert any(k.endswith("mlp.experts.gate_up_proj") for k in memory)
+    hub = load_file(str(st / "model.safetensors"))
+    reverted = to_hub_layout(dict(memory), pt)
+    assert set(reverted) == set(hub)
+    for key, value in hub.items():
+        torch.testing.assert_close(reverted[key], value, rtol=0, atol=0)
+    assert to_hub_layout(hub, pt) is hub  # Hub names already: untouched
+    foreign = {"x.weight": memory["model.norm.weight"]}
+    assert to_hub_layout(foreign, pt) is foreign  # not this model's names
+
+
+def test_hub_layout_is_asked_for_only_when_names_do_not_fit(tmp_path, monkeypatch):
+    """Importing transformers costs seconds, so a pickle whose names fit never pays for it."""
+    from lacy_mlx.convert import pickles
+
+    asked = []
+
+    def spy(state, config_dir):
+        asked.append(config_dir)
+        return real(state, config_dir)
+
+    real = pickles.to_hub_layout
+    monkeypatch.setattr(pickles, "to_hub_layout", spy)
+    convert(checkpoint("llama")[1], tmp_path / "dense")
+    assert asked == []
+    _, pt, model = checkpoint("mixtral")
+    convert(pt, tmp_path / "moe")
+    assert asked == [pt]
+    np.testing.assert_allclose(mlx_logits(_load(tmp_path / "moe")), torch_logits(model), atol=1e-4, rtol=0)

@@ -27,12 +27,23 @@ def tiny_default(tmp_path, monkeypatch):
 def test_converted_once_then_reused(tiny_default, tmp_path):
     first = defaults.default_model_dir("float32")
     assert first.parent == tmp_path / "cache" / "models" and "float32" in first.name
+    lacy_section = json.loads((first / "config.json").read_text())["lacy"]
+    assert lacy_section["gate"] == defaults.GATE and lacy_section["retrieval"] == defaults.RETRIEVAL
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     again = defaults.default_model_dir("float32")
     assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no build leftovers
     quantized = defaults.default_model_dir("quantized")
     assert quantized != first and "quantization" in json.loads((quantized / "config.json").read_text())
+    assert first.is_dir()  # another representation is not stale
+    stale = first.parent / f"{defaults.NAME}-float32-000000000000"
+    stale.mkdir()
+    (stale / "lacy-manifest.json").write_text("{}")
+    for p in first.iterdir():
+        p.unlink()
+    first.rmdir()
+    rebuilt = defaults.default_model_dir("float32")  # a new key (here: missing) publishes and cleans up
+    assert rebuilt == first and not stale.exists()
 
 
 def test_damaged_folder_is_rebuilt(tiny_default):
@@ -47,7 +58,8 @@ def test_damaged_folder_is_rebuilt(tiny_default):
 
 def test_load_with_no_model_uses_the_default(tiny_default):
     lacy = lacy_mlx.load()
-    assert not lacy.has_call_token and lacy.gate.mode == "entropy"
+    assert lacy.name == defaults.NAME and not lacy.has_call_token and lacy.gate.mode == "entropy"
+    assert lacy.gate.entropy_threshold == defaults.GATE["entropy_threshold"] and lacy.gate.per_sentence == 1
     result = lacy.generate([{"role": "user", "content": "Where was Marie Curie born?"}], max_tokens=4)
     assert result.stats.tokens <= 4
 

@@ -3,11 +3,14 @@
 Layout: ``policy`` (gate settings, call budget), ``decoder`` (KV cache and lazy gated steps),
 ``hidden`` (hidden states without a second pass), ``delegates/`` (retrieval, model, callback),
 ``inject`` (inline / prefix injection, prompt encoding), ``output`` (detokenised output and
-sentences), ``cascade`` (the decode loop), ``events`` (what it yields), ``lacy`` (``Lacy``, ``load``).
+sentences), ``prompt_cache`` (a KV cache reused across calls), ``cascade`` (the decode loop),
+``events`` (what it yields), ``stream`` (the stoppable ``Stream``), ``kinds`` (the ``Literal``
+types), ``lacy`` (``Lacy``, ``load``).
 """
 from lacy_mlx.runtime.delegates import (
     CallbackDelegate,
     CallContext,
+    Delegate,
     Help,
     LatentQuery,
     ModelDelegate,
@@ -17,12 +20,14 @@ from lacy_mlx.runtime.delegates import (
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
 from lacy_mlx.runtime.lacy import Lacy, Sampling, load
 from lacy_mlx.runtime.policy import CallBudget, GateConfig
+from lacy_mlx.runtime.stream import Stream
 
 __all__ = [
     "Call",
     "CallBudget",
     "CallContext",
     "CallbackDelegate",
+    "Delegate",
     "DelegateError",
     "Done",
     "Event",
@@ -35,6 +40,7 @@ __all__ = [
     "ModelDelegate",
     "RetrievalDelegate",
     "Sampling",
+    "Stream",
     "TextQuery",
     "Token",
     "load",

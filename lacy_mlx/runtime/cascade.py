@@ -8,6 +8,7 @@ which keeps it) or the greedy token (trimmed from the cache when help replaces i
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from lacy_mlx.runtime.inject import (
     encode_prompt,
     titled_passages,
 )
+from lacy_mlx.runtime.kinds import FinishReason
 from lacy_mlx.runtime.output import OutputText
 from lacy_mlx.runtime.policy import GateConfig, GatePolicy
+from lacy_mlx.runtime.prompt_cache import PromptCache
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class RunSettings:
     retrieve_first: bool = False  # ask the delegate once with the question before the first token
     placement: Placement = "system"  # where prefix injection puts passages in chat messages
     max_sentences: int | None = None  # stop (finish "stop") once this many sentences are out
+    logprobs: int | None = None
     max_context: int | None = None  # the model's position limit; None: unlimited
 
 
@@ -53,10 +57,17 @@ class _Timers:
 
 
 class Cascade:
-    """One generation; iterate it for events. ``context`` ends as the ids the SLM's cache holds."""
+    """One generation; iterate it for events. ``context`` ends as the ids the SLM's cache holds.
+
+    ``cancel``: when set (from any thread), the loop stops before its next step and ends with
+    ``Done(finish_reason="cancelled")``. ``reuse``: a :class:`PromptCache` whose common prefix
+    with the prompt is not prefilled again (``Done.cached_tokens``); after a run that finished, it
+    holds this run's context, for the next request of a conversation.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, prompt: str | Messages, *, specials: SpecialIds,
-                 delegate: Delegate | None, sampler: Any, settings: RunSettings) -> None:
+                 delegate: Delegate | None, sampler: Any, settings: RunSettings,
+                 cancel: threading.Event | None = None, reuse: PromptCache | None = None) -> None:
         self.tokenizer = tokenizer
         self.prompt_in = prompt
         self.specials = specials
@@ -71,6 +82,7 @@ class Cascade:
             call_id=specials.call,
             masked_ids=specials.all,  # control tokens: never streamed as text, gate on or off
             need_hidden=settings.need_hidden and self.gated,
+            logprobs=settings.logprobs,
         )
         hold = self.gated and not self.inline and delegate is not None
         self.out = OutputText(tokenizer, hold_sentences=hold)
@@ -85,6 +97,9 @@ class Cascade:
         self.context: list[int] = list(self.prompt.ids)
         self.t = _Timers()
         self.steps = self.syncs = self.errors = self.sentences = 0
+        self.cancel = cancel or threading.Event()
+        self.reuse = reuse
+        self.cached_tokens = 0
         self._speculated = False  # whether a step after the one being read was built (and fed)
 
     # ---- the loop --------------------------------------------------------------------------
@@ -93,9 +108,12 @@ class Cascade:
         t0 = time.perf_counter()
         if self.s.retrieve_first and self.delegate is not None:
             yield from self._retrieve_first()
-        step = self._feed(self.prompt.ids)
-        finish = "length"
+        step = self._feed_prompt()
+        finish: FinishReason = "length"
         while len(self.out) < self.s.max_tokens:
+            if self.cancel.is_set():
+                finish = "cancelled"
+                break
             # Build the next step before reading this one (overlap), unless this one is the last.
             nxt = None
             if len(self.out) + 1 < self.s.max_tokens and self._room() > 1:
@@ -122,7 +140,7 @@ class Cascade:
                 break
             else:
                 self.context.append(token)
-                yield from self._emit(token, ent, pc, ptop)
+                yield from self._emit(token, ent, pc, ptop, lp=step.logprob())
             if self.s.max_sentences is not None and self.sentences >= self.s.max_sentences:
                 finish = "stop"
                 break
@@ -132,11 +150,27 @@ class Cascade:
             if self.steps % 256 == 0:
                 mx.clear_cache()
         yield from self.out.flush()
+        if self.reuse is not None:
+            self._keep_cache()
         yield self._done(finish, time.perf_counter() - t0)
 
     def _room(self) -> int:
         """Positions left in the model's context after the tokens the cache holds."""
         return self.max_context - len(self.context)
+
+    def _feed_prompt(self) -> Step:
+        ids = self.prompt.ids
+        if self.reuse is not None:
+            self.cached_tokens = self.reuse.reuse(ids)
+            self.dec.adopt(self.reuse.cache, self.cached_tokens)
+            self.reuse.ids = []  # until this run finishes, the cache's content is not known
+        return self._feed(ids[self.cached_tokens :])
+
+    def _keep_cache(self) -> None:
+        """Hand the cache to ``reuse``: it holds ``context`` (plus at most one speculated token)."""
+        assert self.reuse is not None
+        self.reuse.cache = self.dec.cache
+        self.reuse.commit(self.context[: min(self.dec.offset, len(self.context))])
 
     def _params(self) -> mx.array | None:
         if not self.gated:
@@ -152,11 +186,12 @@ class Cascade:
         step.thresholds = self.policy.last_thresholds
         return step
 
-    def _emit(self, token: int, ent: float, pc: float, ptop: float, source: str = "model") -> Iterator[Event]:
+    def _emit(self, token: int, ent: float, pc: float, ptop: float, source: str = "model",
+              lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
         gated = self.gated and source == "model"
         events, ended = self.out.add(
             token, self.steps - 1, source=source, entropy=ent if gated else None,
-            p_call=pc if gated else None, confidence=ptop if gated else 1.0,
+            p_call=pc if gated else None, confidence=ptop if gated else 1.0, logprob=lp,
         )
         yield from events
         if ended:
@@ -181,11 +216,11 @@ class Cascade:
         if help_ is None:
             self.errors += 1
             yield DelegateError(self.steps - 1, self._delegate_name(), outcome.reason, outcome.error)
-            return (yield from self._decode_on(token, ent, pc, ptop))
+            return (yield from self._decode_on(token, ent, pc, ptop, step.logprob()))
         t_inj = time.perf_counter()
         try:
             if help_.kind == "continuation":
-                return (yield from self._append_continuation(help_, token, ent, pc, ptop))
+                return (yield from self._append_continuation(help_, token, ent, pc, ptop, step.logprob()))
             if self.inline:
                 return (yield from self._inject_inline(help_))
             return (yield from self._inject_prefix(help_))
@@ -234,7 +269,8 @@ class Cascade:
     def _delegate_name(self) -> str:
         return getattr(self.delegate, "name", "none") if self.delegate is not None else "none"
 
-    def _decode_on(self, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+    def _decode_on(self, token: int, ent: float, pc: float, ptop: float,
+                   lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
         """No help: emit the SLM's own token, as if the gate had not fired."""
         # The speculative step fed <CALL> (inline) or this token with the pre-call gate params:
         # trim it and feed the token again so the cool-down applies to the step after it.
@@ -242,7 +278,7 @@ class Cascade:
         if token in self.eos:
             return None
         self.context.append(token)
-        yield from self._emit(token, ent, pc, ptop)
+        yield from self._emit(token, ent, pc, ptop, lp=lp)
         return self._feed([token])
 
     def _drop_speculated(self) -> None:
@@ -250,11 +286,12 @@ class Cascade:
             self.dec.trim(1)
             self._speculated = False
 
-    def _append_continuation(self, help_: Any, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
+    def _append_continuation(self, help_: Any, token: int, ent: float, pc: float, ptop: float,
+                             lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
         room = min(self.s.max_tokens - len(self.out), self.s.max_evidence_tokens, self._room() - 1)
         ids, text = bounded_ids(self.tokenizer, help_.text, room)
         if not ids:
-            return (yield from self._decode_on(token, ent, pc, ptop))
+            return (yield from self._decode_on(token, ent, pc, ptop, lp))
         self._drop_speculated()  # the delegate's text replaces the speculative token
         yield Evidence(self.steps - 1, text, "continuation", "append", help_.sources, len(ids))
         for tid in ids:
@@ -285,7 +322,7 @@ class Cascade:
         self.dec.reset()
         return self._feed(self.context)
 
-    def _done(self, finish: str, seconds: float) -> Done:
+    def _done(self, finish: FinishReason, seconds: float) -> Done:
         gen_s = max(seconds - self.t.prompt, 1e-9)
         n = len(self.out.ids)
         return Done(
@@ -304,4 +341,5 @@ class Cascade:
             inject_s=self.t.inject,
             host_syncs=self.syncs,
             delegate_errors=self.errors,
+            cached_tokens=self.cached_tokens,
         )

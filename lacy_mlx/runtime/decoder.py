@@ -32,7 +32,8 @@ class Step:
     ``token``: ``(1,)`` the token to emit when the gate stays closed (special lacy tokens masked
     out). ``stats``: the gate's statistics, None with the gate off.
     ``packed``: float32 ``[token, decision, entropy, p_call, p_top]`` (or int32 ``[token]`` with the
-    gate off): the one array the loop synchronises. ``hidden``: ``(1, H)`` last hidden state when
+    gate off), then with ``logprobs`` on ``[logprob, top ids..., top logprobs...]``: the one array
+    the loop synchronises. ``hidden``: ``(1, H)`` last hidden state when
     the decoder was built with ``need_hidden``. ``thresholds``: (entropy, call) used by the gate.
     """
 
@@ -42,13 +43,25 @@ class Step:
     hidden: mx.array | None
     logits: mx.array
     thresholds: tuple[float, float] = (0.0, 0.0)
+    _vals: list[float] | None = None
 
     def read(self) -> tuple[int, bool, float, float, float]:
         """Synchronise once; (token, fired, entropy, p_call, p_top). NaN scores are kept as NaN."""
-        vals = self.packed.tolist()
+        vals = self._vals = self.packed.tolist()
         if self.stats is None:
             return int(vals[0]), False, float("nan"), float("nan"), float("nan")
         return int(vals[0]), bool(vals[1]), vals[2], vals[3], vals[4]
+
+    def logprob(self) -> tuple[float, tuple[tuple[int, float], ...]] | None:
+        """After :meth:`read`: the token's log-probability and the top (id, log-probability) pairs,
+        best first; None when the decoder was built without ``logprobs``."""
+        vals = self._vals or []
+        base = 1 if self.stats is None else 5
+        if len(vals) <= base:
+            return None
+        k = (len(vals) - base - 1) // 2
+        ids, lps = vals[base + 1 : base + 1 + k], vals[base + 1 + k :]
+        return vals[base], tuple((int(i), float(v)) for i, v in zip(ids, lps))
 
 
 class Decoder:
@@ -57,6 +70,8 @@ class Decoder:
     ``call_id``: the <CALL> id (None: the model has none; p_call is 0). ``masked_ids``: ids never
     emitted (the lacy special tokens), whether the gate is on or off. ``need_hidden``: keep the last hidden
     state of each step (latent queries); uses :func:`~lacy_mlx.runtime.hidden.split_forward`.
+    ``logprobs``: None (off), or also read the emitted token's log-probability and the top
+    ``logprobs`` alternatives (of the distribution it was drawn from, lacy tokens masked).
     """
 
     def __init__(
@@ -68,8 +83,10 @@ class Decoder:
         masked_ids: Sequence[int] = (),
         need_hidden: bool = False,
         prefill_step_size: int = 2048,
+        logprobs: int | None = None,
     ) -> None:
         self.model = model
+        self.logprobs = logprobs
         self.sampler = sampler or greedy_sampler
         self.call_id = -1 if call_id is None else int(call_id)
         self.prefill_step_size = prefill_step_size
@@ -82,6 +99,11 @@ class Decoder:
         """Start over with an empty KV cache (prefix injection re-prefills)."""
         self.cache = make_prompt_cache(self.model)
         self.offset = 0
+
+    def adopt(self, cache: list, offset: int) -> None:
+        """Continue from ``cache`` (mlx-lm's cache list for this model) holding ``offset`` tokens."""
+        self.cache = cache
+        self.offset = offset
 
     def trim(self, n: int) -> None:
         """Drop the last ``n`` tokens from the KV cache (mlx-lm's trim helper)."""
@@ -123,19 +145,31 @@ class Decoder:
                     logits = _mask_ids(logits, self._mask)
                 logprobs = logits - mx.logsumexp(logits, keepdims=True)
                 tok = self.sampler(logprobs).reshape(1)
-                return Step(tok, None, tok, hidden, logits)
+                if self.logprobs is None:
+                    return Step(tok, None, tok, hidden, logits)
+                packed = mx.concatenate([tok.astype(mx.float32), self._lp_parts(logprobs, tok)])
+                return Step(tok, None, packed, hidden, logits)
             stats = gate_stats(logits, self.call_id, params)
             tok = self._sample_gated(logits).reshape(1)
-            packed = mx.concatenate(
-                [
-                    tok.astype(mx.float32),
-                    stats.decision.astype(mx.float32),
-                    stats.entropy,
-                    stats.p_call,
-                    stats.p_top,
-                ]
-            )
+            parts = [tok.astype(mx.float32), stats.decision.astype(mx.float32), stats.entropy, stats.p_call, stats.p_top]
+            if self.logprobs is not None:
+                masked = _mask_ids(logits, self._mask) if self._mask is not None else logits
+                parts.append(self._lp_parts(masked - mx.logsumexp(masked, keepdims=True), tok))
+            packed = mx.concatenate(parts)
         return Step(tok, stats, packed, hidden, logits)
+
+    def _lp_parts(self, logprobs: mx.array, tok: mx.array) -> mx.array:
+        """float32 ``[logprob of tok, top ids..., top logprobs...]`` from ``logprobs`` (1, V)."""
+        lp = logprobs.astype(mx.float32)
+        chosen = mx.take_along_axis(lp, tok.reshape(1, 1), axis=-1).reshape(1)
+        k = min(int(self.logprobs or 0), lp.shape[-1])
+        if k == 0:
+            return chosen
+        idx = mx.argpartition(-lp, kth=k - 1, axis=-1)[:, :k]  # (1, k), unordered
+        vals = mx.take_along_axis(lp, idx, axis=-1)
+        order = mx.argsort(-vals, axis=-1)
+        idx, vals = mx.take_along_axis(idx, order, axis=-1), mx.take_along_axis(vals, order, axis=-1)
+        return mx.concatenate([chosen, idx.astype(mx.float32).reshape(-1), vals.reshape(-1)])
 
     def advance(self, step: Step, params: mx.array | None, *, call_on_fire: bool) -> Step:
         """Speculatively build the step after ``step``, lazily: it feeds ``step.token``, or <CALL>

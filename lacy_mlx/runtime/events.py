@@ -8,7 +8,12 @@ on without help); finally one ``Done`` event with the statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+from lacy_mlx.runtime.kinds import CallReason, FinishReason, HelpKind, Injection, TokenSource
+
+if TYPE_CHECKING:
+    from lacy_mlx.store.records import SearchHit
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,8 @@ class Token:
     multi-byte character is incomplete). ``source`` is ``"model"`` for the SLM's own tokens and
     ``"delegate"`` for tokens a model delegate wrote. ``entropy`` (nats) and ``p_call`` are the
     gate's statistics at this step (None when the gate is off or for delegate tokens).
+    ``logprob`` / ``top_logprobs`` (``stream(..., logprobs=k)`` only, SLM tokens only): the
+    token's log-probability and the ``k`` most likely (id, log-probability) pairs, best first.
     The last event of a generation may carry ``id == -1``: text the detokenizer held back
     (an incomplete character, a trailing space), no new token.
     """
@@ -26,9 +33,11 @@ class Token:
     text: str
     id: int
     step: int
-    source: str = "model"
+    source: TokenSource = "model"
     entropy: float | None = None
     p_call: float | None = None
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,13 +53,13 @@ class Call:
     """
 
     step: int
-    reason: str
+    reason: CallReason
     entropy: float
     p_call: float
     threshold: tuple[float, float]
     delegate: str
     query: str | None = None
-    hits: tuple[Any, ...] = ()
+    hits: tuple[SearchHit, ...] = ()
     ms: float = 0.0
 
 
@@ -68,8 +77,8 @@ class Evidence:
 
     step: int
     text: str
-    kind: str
-    injection: str
+    kind: HelpKind
+    injection: Injection | str  # "inline" | "prefix" | "append"
     sources: tuple[str, ...] = ()
     tokens: int = 0
 
@@ -88,7 +97,9 @@ class DelegateError:
 class Done:
     """End of a generation and its statistics.
 
-    ``finish_reason``: ``stop`` (end-of-sequence token) or ``length`` (``max_tokens`` reached).
+    ``finish_reason``: ``stop`` (end-of-sequence token), ``length`` (``max_tokens`` reached) or
+    ``cancelled`` (:meth:`lacy_mlx.runtime.stream.Stream.cancel`). ``cached_tokens``: prompt
+    tokens taken from the kept KV cache instead of being prefilled (``reuse_prompt_cache``).
     ``tokens`` counts output tokens (model and delegate); ``steps`` counts SLM decode steps;
     ``call_rate`` = calls / steps. Times are seconds of host wall time: ``gate_s`` is the host
     work of the gate policy (thresholds, budget, decision handling; the gate math itself runs
@@ -97,7 +108,7 @@ class Done:
     ``host_syncs`` counts device-to-host synchronisations in the decode loop (one per step).
     """
 
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int
     tokens: int
     steps: int
@@ -112,6 +123,7 @@ class Done:
     inject_s: float
     host_syncs: int
     delegate_errors: int = 0
+    cached_tokens: int = 0
 
 
 Event = Token | Call | Evidence | DelegateError | Done

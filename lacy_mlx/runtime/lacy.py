@@ -10,21 +10,40 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import mlx.core as mx
+import mlx.nn as nn
 from mlx_lm.sample_utils import make_sampler
 
 from lacy_mlx.errors import InputError, LacyError
 from lacy_mlx.runtime.cascade import Cascade, RunSettings
 from lacy_mlx.runtime.delegates import CallbackDelegate, RetrievalDelegate
+from lacy_mlx.runtime.delegates.base import CallContext, Delegate
 from lacy_mlx.runtime.delegates.retrieval import TextQuery
-from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
+from lacy_mlx.runtime.events import Call, DelegateError, Done, Evidence, GenerationResult, Token
 from lacy_mlx.runtime.inject import Messages, Placement, SpecialIds, resolve_injection, special_ids
+from lacy_mlx.runtime.kinds import Injection, QueryKind
 from lacy_mlx.runtime.policy import GateConfig
+from lacy_mlx.runtime.prompt_cache import PromptCache
+from lacy_mlx.runtime.stream import Stream
 from lacy_mlx.tokens import LacySection
+
+if TYPE_CHECKING:
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    from lacy_mlx.embed import Embedder
+    from lacy_mlx.query_tower import QueryTower
+    from lacy_mlx.store import Store
+
+Sampler = Callable[[mx.array], mx.array]
+"""An mlx-lm sampler: log-probabilities ``(1, V)`` -> token ids ``(1,)``."""
+GateChange = str | float | int | None
+"""A value of a :class:`GateConfig` field passed to ``stream(..., **changes)``."""
 
 
 @dataclass(frozen=True)
@@ -78,28 +97,38 @@ class Lacy:
     Build it with :func:`load`. ``gate``, ``injection`` and ``delegate`` are attributes: change
     them between generations (the chat CLI's slash commands do). ``last_context`` holds, after a
     generation, the token ids the SLM's KV cache ended with (prompt, output, calls, evidence).
+
+    ``reuse_prompt_cache``: keep the SLM's KV cache after a generation and prefill only what the
+    next prompt does not share with it (a conversation's turns; ``Done.cached_tokens``). Off by
+    default: with it on, outputs can differ from a fresh prefill in the last bits of the logits.
+
+    Thread-safety: one generation at a time per ``Lacy`` (the model, its cache and the delegate's
+    state are shared). Starting a second stream while one is running raises
+    :class:`~lacy_mlx.errors.LacyError`; :meth:`Stream.cancel` may be called from any thread.
+    Serve many clients by queueing them onto one thread, as ``lacy-mlx serve`` does.
     """
 
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        model: nn.Module,
+        tokenizer: TokenizerWrapper,
         *,
         specials: SpecialIds,
-        delegate: Any = None,
+        delegate: Delegate | Callable[[CallContext], object] | None = None,
         gate: GateConfig,
-        injection: str = "auto",
-        store: Any = None,
+        injection: Injection = "auto",
+        store: Store | None = None,
         max_evidence_tokens: int = 256,
         name: str = "model",
         retrieve_first: bool = False,
         placement: Placement = "system",
+        reuse_prompt_cache: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.specials = specials
         self.store = store
-        self.delegate = _as_delegate(delegate)
+        self.delegate: Delegate | None = _as_delegate(delegate)
         self.gate = gate
         self.injection = resolve_injection(injection, specials)
         self.max_evidence_tokens = max_evidence_tokens
@@ -108,6 +137,9 @@ class Lacy:
         self.placement = placement
         self.max_context = context_length(model)  # None: the model states no limit
         self.last_context: list[int] = []
+        self.reuse_prompt_cache = reuse_prompt_cache
+        self._prompt_cache: PromptCache | None = None
+        self._busy = threading.Lock()
 
     @property
     def has_call_token(self) -> bool:
@@ -118,27 +150,39 @@ class Lacy:
         prompt: str | Messages,
         *,
         max_tokens: int = 256,
-        sampling: Sampling | Callable | None = None,
+        sampling: Sampling | Sampler | None = None,
         gate: GateConfig | None = None,
         retrieve_first: bool | None = None,
         max_sentences: int | None = None,
-        **gate_changes: Any,
-    ) -> Iterator[Event]:
+        logprobs: int | None = None,
+        **gate_changes: GateChange,
+    ) -> Stream:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
-        template) and yield events (:mod:`lacy_mlx.runtime.events`): ``Token``, ``Call``,
-        ``Evidence``, ``DelegateError``, and a final ``Done``.
+        template); returns a :class:`~lacy_mlx.runtime.stream.Stream` of events
+        (:mod:`lacy_mlx.runtime.events`): ``Token``, ``Call``, ``Evidence``, ``DelegateError``,
+        and a final ``Done``.
 
+        Arguments are checked and the prompt encoded now (bad input raises
+        :class:`~lacy_mlx.errors.InputError` here); decoding starts at the first ``next()``.
+        Break out of the loop, ``close()`` or ``cancel()`` the stream to stop it early.
+        ``sampling``: a :class:`Sampling`, an mlx-lm sampler (log-probabilities -> token), or
+        None (greedy). ``gate`` replaces this object's gate for this call; keyword
+        ``gate_changes`` (``mode``, ``call_threshold``, ``entropy_threshold``, ``budget``, ...)
+        adjust it. ``logprobs``: None (off), or ``k`` >= 0: each SLM ``Token`` carries its
+        log-probability and the ``k`` most likely alternatives (one more small read per step).
+        ``retrieve_first`` (default: this object's) asks the delegate once with the question
+        before the first token.
         A prompt longer than the model's context (``max_context``: its config's
         ``max_position_embeddings``) raises InputError; when prompt, output and evidence fill the
         context, generation stops with ``finish_reason="length"``.
-
-        ``sampling``: a :class:`Sampling`, an mlx-lm sampler, or None (greedy). ``gate`` replaces
-        this object's gate for this call; keyword ``gate_changes`` (``mode``, ``call_threshold``,
-        ``entropy_threshold``, ``budget``, ...) adjust it. ``retrieve_first`` (default: this
-        object's) asks the delegate once with the question before the first token.
         ``max_sentences`` ends the answer (finish reason ``stop``) after that many sentences.
         """
-        if not isinstance(max_tokens, int) or max_tokens < 1:
+        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0):
+            raise InputError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
+        if max_sentences is not None and (not isinstance(max_sentences, int) or isinstance(max_sentences, bool)
+                                          or max_sentences < 1):
+            raise InputError(f"max_sentences must be None or a positive integer, got {max_sentences!r}")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if isinstance(prompt, str) and not prompt:
             raise InputError("the prompt is empty: give some text to continue")
@@ -155,22 +199,32 @@ class Lacy:
             settings=RunSettings(
                 max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
                 retrieve_first=self.retrieve_first if retrieve_first is None else retrieve_first,
-                placement=self.placement, max_sentences=max_sentences, max_context=self.max_context,
+                placement=self.placement, logprobs=logprobs, max_sentences=max_sentences,
+                max_context=self.max_context,
             ),
+            reuse=self._cache_to_reuse(),
         )
-        try:
-            yield from run
-        finally:
-            self.last_context = run.context
+        return Stream(self, run)
 
-    def generate(self, prompt: str | Messages, **kwargs: Any) -> GenerationResult:
+    def generate(
+        self,
+        prompt: str | Messages,
+        *,
+        max_tokens: int = 256,
+        sampling: Sampling | Sampler | None = None,
+        gate: GateConfig | None = None,
+        retrieve_first: bool | None = None,
+        max_sentences: int | None = None,
+        **gate_changes: GateChange,
+    ) -> GenerationResult:
         """Run :meth:`stream` to the end; the text, the stats and every call (same arguments)."""
         parts: list[str] = []
         calls: list[Call] = []
         evidence: list[Evidence] = []
         errors: list[DelegateError] = []
         done: Done | None = None
-        for ev in self.stream(prompt, **kwargs):
+        for ev in self.stream(prompt, max_tokens=max_tokens, sampling=sampling, gate=gate,
+                              retrieve_first=retrieve_first, max_sentences=max_sentences, **gate_changes):
             if isinstance(ev, Token):
                 parts.append(ev.text)
             elif isinstance(ev, Call):
@@ -184,18 +238,30 @@ class Lacy:
         assert done is not None  # the stream always ends with Done
         return GenerationResult("".join(parts), done, calls, evidence, errors)
 
+    def clear_prompt_cache(self) -> None:
+        """Forget the kept KV cache (``reuse_prompt_cache``); the next prompt is prefilled whole."""
+        self._prompt_cache = None
+
+    def _cache_to_reuse(self) -> PromptCache | None:
+        if not self.reuse_prompt_cache:
+            self._prompt_cache = None
+            return None
+        if self._prompt_cache is None:
+            self._prompt_cache = PromptCache(self.model)
+        return self._prompt_cache
+
 
 def load(
     model: str | Path | tuple[Any, Any] | None = None,
     *,
-    db: str | Path | Any = None,
-    embedder: Any = None,
-    delegate: Any = None,
+    db: str | Path | Store | None = None,
+    embedder: Embedder | None = None,
+    delegate: Delegate | Callable[[CallContext], object] | None = None,
     gate: GateConfig | None = None,
-    injection: str = "auto",
-    query: str | None = None,
+    injection: Injection = "auto",
+    query: QueryKind | None = None,
     k: int | None = None,
-    tower: Any = None,
+    tower: QueryTower | None = None,
     max_evidence_tokens: int = 256,
     anchor: bool | None = None,
     retrieve_first: bool | None = None,
@@ -225,10 +291,11 @@ def load(
     - ``placement``: where prefix injection puts passages in chat prompts: under a one-line
       instruction in the system turn (default, measured best on SmolLM2) or before the user's text.
     """
+    default_name = None
     if model is None:
-        from lacy_mlx.defaults import default_model_dir
+        from lacy_mlx.defaults import NAME, default_model_dir
 
-        model = default_model_dir()
+        model, default_name = default_model_dir(), NAME
     model_obj, tokenizer, model_dir, section = _load_model(model)
     specials = special_ids(tokenizer, None)
     if section is not None:
@@ -255,7 +322,7 @@ def load(
         delegate = RetrievalDelegate(store, query=builder, tower=tower, k=k)
     if retrieve_first is None:
         retrieve_first = bool(retrieval.get("first", False))
-    name = Path(str(model)).name if not isinstance(model, tuple) else "model"
+    name = default_name or (Path(str(model)).name if not isinstance(model, tuple) else "model")
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
                 store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
                 placement=placement)
@@ -294,6 +361,8 @@ def _open_store(db: Any, embedder: Any) -> Any:
         return None
     if hasattr(db, "search"):
         return db
+    from lacy_mlx.embed import Embedder
+    from lacy_mlx.query_tower import QueryTower
     from lacy_mlx.store import Store
 
     return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
@@ -338,9 +407,9 @@ def _load_tower(model_dir: Path | None) -> Any:
     return tower
 
 
-def _as_delegate(delegate: Any) -> Any:
+def _as_delegate(delegate: Delegate | Callable[[CallContext], object] | None) -> Delegate | None:
     if delegate is None or hasattr(delegate, "name") and callable(delegate) and not _is_plain_function(delegate):
-        return delegate
+        return delegate  # type: ignore[return-value]
     if callable(delegate):
         return CallbackDelegate(delegate)
     raise InputError(f"delegate must be a delegate object or a function, got {type(delegate).__name__}")

@@ -22,6 +22,7 @@ class _Pending:
     entropy: float | None
     p_call: float | None
     confidence: float
+    logprob: tuple[float, tuple[tuple[int, float], ...]] | None = None
 
 
 class OutputText:
@@ -42,9 +43,10 @@ class OutputText:
         return len(self.ids) + len(self.held)
 
     def add(self, token: int, step: int, *, source: str = "model", entropy: float | None = None,
-            p_call: float | None = None, confidence: float = 1.0) -> tuple[list[Token], bool]:
+            p_call: float | None = None, confidence: float = 1.0,
+            logprob: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> tuple[list[Token], bool]:
         """Add one token; (events to yield now, whether it ended a sentence)."""
-        item = _Pending(token, step, source, entropy, p_call, confidence)
+        item = _Pending(token, step, source, entropy, p_call, confidence, logprob)
         self.sentence.append(item)
         ended = self._is_boundary(token)
         if self.hold:
@@ -107,5 +109,6 @@ class OutputText:
             seg = self.detok.last_segment
             self.text += seg
             self.ids.append(p.id)
-            events.append(Token(seg, p.id, p.step, p.source, p.entropy, p.p_call))
+            lp, top = p.logprob if p.logprob is not None else (None, ())
+            events.append(Token(seg, p.id, p.step, p.source, p.entropy, p.p_call, lp, top))
         return events

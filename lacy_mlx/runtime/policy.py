@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from lacy_mlx.errors import InputError
 from lacy_mlx.gate import MODES
+from lacy_mlx.runtime.kinds import GateMode
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class GateConfig:
       calls once per sentence: a call's value is written before the next may start.
     """
 
-    mode: str = "call"
+    mode: GateMode = "call"
     call_threshold: float = 0.5
     entropy_threshold: float = 3.0
     budget: float | None = None

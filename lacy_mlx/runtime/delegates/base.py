@@ -9,9 +9,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import mlx.core as mx
+
+from lacy_mlx.runtime.kinds import HelpKind
+
+if TYPE_CHECKING:
+    from lacy_mlx.store.records import SearchHit
+
+T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,12 @@ class Help:
     external ids, a model name). ``query``/``hits``: what retrieval searched and found.
     """
 
-    kind: str = "evidence"
+    kind: HelpKind = "evidence"
     text: str = ""
     passages: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     query: str | None = None
-    hits: tuple[Any, ...] = ()
+    hits: tuple[SearchHit, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("evidence", "continuation"):
@@ -74,8 +83,14 @@ class Help:
 
 @runtime_checkable
 class Delegate(Protocol):
-    """The delegate interface. ``kind`` (optional attribute): ``retrieval``, ``model`` or ``callback``;
-    ``needs_hidden`` (optional): True when the delegate reads ``ctx.hidden``."""
+    """The delegate interface: a ``name`` and ``__call__(ctx) -> Help | None``.
+
+    Contract: called on the thread that iterates the generation, once per call, with the
+    generation paused; return None or an empty :class:`Help` for "nothing found"; exceptions are
+    caught (a ``DelegateError`` event) and never end the generation. Optional attributes the
+    runtime reads: ``kind`` (``retrieval``, ``model`` or ``callback``: which timer it counts
+    towards) and ``needs_hidden`` (True when it reads ``ctx.hidden``: the decoder keeps it).
+    """
 
     name: str
 
@@ -91,7 +106,7 @@ class Outcome:
     reason: str = ""
     error: str = ""
     query: str | None = None
-    hits: tuple[Any, ...] = field(default_factory=tuple)
+    hits: tuple[SearchHit, ...] = field(default_factory=tuple)
 
 
 # Events carry a delegate's query and error text; a delegate can make either arbitrarily long.
@@ -131,7 +146,7 @@ class DelegateTimeout(Exception):
     """A delegate did not answer within its timeout."""
 
 
-def call_with_timeout(fn: Any, arg: Any, timeout_s: float | None, what: str) -> Any:
+def call_with_timeout(fn: Callable[[A], T], arg: A, timeout_s: float | None, what: str) -> T:
     """``fn(arg)`` in a daemon thread, waiting at most ``timeout_s`` seconds (None: no limit).
 
     A thread that overruns is abandoned, not killed (Python cannot kill threads): it finishes in
@@ -139,7 +154,7 @@ def call_with_timeout(fn: Any, arg: Any, timeout_s: float | None, what: str) -> 
     """
     if timeout_s is None:
         return fn(arg)
-    box: dict[str, Any] = {}
+    box: dict[str, object] = {}
 
     def target() -> None:
         try:
@@ -153,5 +168,5 @@ def call_with_timeout(fn: Any, arg: Any, timeout_s: float | None, what: str) -> 
     if thread.is_alive():
         raise DelegateTimeout(f"{what} did not answer within {timeout_s:g} s")
     if "error" in box:
-        raise box["error"]
-    return box.get("value")
+        raise box["error"]  # type: ignore[misc]
+    return box.get("value")  # type: ignore[return-value]

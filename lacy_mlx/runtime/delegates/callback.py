@@ -12,6 +12,7 @@ from typing import Any
 
 from lacy_mlx.errors import InputError
 from lacy_mlx.runtime.delegates.base import CallContext, Help, call_with_timeout
+from lacy_mlx.runtime.kinds import HelpKind
 
 
 class CallbackDelegate:
@@ -29,7 +30,7 @@ class CallbackDelegate:
         fn: Callable[[CallContext], Any],
         *,
         timeout_s: float | None = 5.0,
-        kind: str = "evidence",
+        kind: HelpKind = "evidence",
         name: str | None = None,
     ) -> None:
         if not callable(fn):

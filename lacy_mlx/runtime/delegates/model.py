@@ -2,9 +2,9 @@
 
 At each call it continues the detokenised text so far (prompt + output) greedily until
 ``max_words`` words are complete, and that text is appended to the SLM's output and context.
-It keeps its own KV cache across calls: the new text is tokenised with its own tokenizer, the
-cache is trimmed back to the common token prefix with the previous call (mlx-lm's
-``trim_prompt_cache``) and only the rest is prefilled.
+It keeps its own KV cache across calls (:class:`~lacy_mlx.runtime.prompt_cache.PromptCache`):
+the new text is tokenised with its own tokenizer, the cache is trimmed back to the common token
+prefix with the previous call and only the rest is prefilled.
 """
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
-from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
-from mlx_lm.utils import common_prefix_len
 
 from lacy_mlx.runtime.delegates.base import CallContext, Help
+from lacy_mlx.runtime.prompt_cache import PromptCache
 
 # Context tokens decoded with the new ones, so their leading space or joiner comes out right.
 _ANCHOR = 8
@@ -44,8 +43,7 @@ class ModelDelegate:
         self.max_words = max(1, int(max_words))
         self.max_tokens = max(1, int(max_tokens))
         self.name = name
-        self.cache = make_prompt_cache(model)
-        self.cached_ids: list[int] = []
+        self.prompt_cache = PromptCache(model)
         self.reused_tokens = 0
         self.prefilled_tokens = 0
         self._complete = re.compile(rf"(?:{_SPAN}){{{self.max_words}}}")
@@ -61,7 +59,10 @@ class ModelDelegate:
 
     def __call__(self, ctx: CallContext) -> Help:
         ids = list(self.tokenizer.encode(ctx.full_text))
-        remaining = self._reuse_prefix(ids)
+        common = self.prompt_cache.reuse(ids)
+        self.reused_tokens += common
+        self.prefilled_tokens += len(ids) - common
+        remaining = ids[common:]
         generated: list[int] = []
         span: str | None = None
         text: str | None = None
@@ -76,10 +77,7 @@ class ModelDelegate:
             if span is not None:
                 break
         # generate_step computes one token ahead: keep the cache exactly at ids + generated.
-        self.cached_ids = ids + generated
-        extra = _cache_len(self.cache) - len(self.cached_ids)
-        if extra > 0:
-            trim_prompt_cache(self.cache, extra)
+        self.prompt_cache.commit(ids + generated)
         out = span if span is not None else (text or "")  # ended early (EOS, max_tokens): all of it
         return Help(kind="continuation", text=out, sources=(self.name,), query=ctx.full_text[-80:])
 
@@ -94,6 +92,16 @@ class ModelDelegate:
         full = self.tokenizer.decode(anchor + generated)
         return full[len(base):] if full.startswith(base) else self.tokenizer.decode(generated)
 
+    @property
+    def cache(self) -> list:
+        """The helper's mlx-lm KV cache (kept across calls)."""
+        return self.prompt_cache.cache
+
+    @property
+    def cached_ids(self) -> list[int]:
+        """The token ids its cache holds."""
+        return self.prompt_cache.ids
+
     def _span(self, text: str) -> str | None:
         """The first ``max_words`` words of ``text`` once a boundary follows them, else None."""
         if text.endswith("\ufffd"):  # a character split across byte-level tokens: wait for the rest
@@ -102,20 +110,3 @@ class ModelDelegate:
         if m is None or m.end() == len(text):  # the last word may still grow
             return None
         return m.group(0)
-
-    def _reuse_prefix(self, ids: list[int]) -> list[int]:
-        """Trim the cache to the common prefix with ``ids``; the ids still to feed (at least one)."""
-        common = common_prefix_len(self.cached_ids, ids)
-        common = min(common, len(ids) - 1)  # the last token is fed again to get its logits
-        if common < len(self.cached_ids):
-            if can_trim_prompt_cache(self.cache):
-                trim_prompt_cache(self.cache, _cache_len(self.cache) - common)
-            else:
-                self.cache, common = make_prompt_cache(self.model), 0
-        self.reused_tokens += common
-        self.prefilled_tokens += len(ids) - common
-        return ids[common:]
-
-
-def _cache_len(cache: list) -> int:
-    return int(getattr(cache[0], "offset", 0)) if cache else 0

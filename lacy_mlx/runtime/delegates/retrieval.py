@@ -20,6 +20,7 @@ import numpy as np
 from lacy_mlx.errors import InputError
 from lacy_mlx.query_tower import QueryTower
 from lacy_mlx.runtime.delegates.base import CallContext, Help
+from lacy_mlx.runtime.kinds import QueryKind
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?\n])\s*")
@@ -81,7 +82,7 @@ class RetrievalDelegate:
         self,
         store: Any,
         *,
-        query: str | TextQuery | LatentQuery = "text",
+        query: QueryKind | TextQuery | LatentQuery = "text",
         tower: QueryTower | None = None,
         k: int = 3,
         min_score: float | None = None,
