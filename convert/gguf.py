@@ -8,6 +8,7 @@ a tokenizer rebuilt from the metadata -> optional parity check against transform
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,9 +19,9 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from lacy_mlx.tokens import LacySection
+from lacy_mlx.tokens import LacySection, write_lacy_section
 
-from . import decoder, mlx_model, writer
+from . import call_tokens, decoder, mlx_model, writer
 from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, VerificationError
 from .gguf_arch import GGUFArch, arch_for, config_from, mlx_name, unpermute_rows
 from .gguf_file import AFFINE_BITS, GROUP_SIZE, SUPPORTED, GGUFHeader, read_header
@@ -57,11 +58,6 @@ def convert_gguf(
     header = read_header(src)
     row = arch_for(header)
     _refuse_unreadable(header)
-    if add_call_token:
-        raise ConvertError(
-            f"{src}: --add-call-token on a GGUF file: convert it first (lacy-mlx convert {src.name} --out A "
-            "--dequantize), then add the tokens to that folder (lacy-mlx convert A --out B --add-call-token)"
-        )
     if out.exists() and not overwrite:
         raise ConvertError(f"{out}: already exists; choose another --out or pass --overwrite")
     build_tokenizer(header)  # a tokenizer that cannot be rebuilt fails here, before the weights load
@@ -81,16 +77,25 @@ def convert_gguf(
         config["quantization"] = _quantization_config(bits)
     model = _build(config, src, set(bits))
     weights = model.sanitize(weights) if hasattr(model, "sanitize") else weights
+    plan = None
+    with tempfile.TemporaryDirectory(prefix="lacy-gguf-tok-") as tok_dir:
+        ids = write_tokenizer_files(header, Path(tok_dir))
+        if add_call_token:
+            model, weights, plan = _add_call_tokens(model, weights, config, Path(tok_dir), src, set(bits))
+        tokenizer_files = {p.name: p.read_bytes() for p in Path(tok_dir).iterdir()}
     mlx_model.load_checked(model, weights, lambda _: str(src))
     if quantize:
         config = mlx_model.quantize(model, config, quantize, group_size)
     params = dict(tree_flatten(model.parameters()))
     out_dtype = target or _widest(params)
     with writer.staged_folder(out, overwrite) as stage:
-        ids = write_tokenizer_files(header, stage)
+        for name, data in tokenizer_files.items():
+            (stage / name).write_bytes(data)
         config.update(_token_config(ids))
         files = writer.save_weights(stage, params, writer.parse_size(max_shard_size))
         writer.save_config(stage, config)
+        if plan is not None:
+            write_lacy_section(stage, plan.lacy_section())
         del params, model, weights
         report = None
         if verify:
@@ -102,9 +107,24 @@ def convert_gguf(
     return ConvertResult(
         out=out, model_type=row.model_type, kind="decoder", source_layout="gguf", dtype=_name(out_dtype),
         quantization=config.get("quantization"), num_parameters=sum(int(np.prod(t.shape)) for t in header.tensors.values()),
-        files=tuple(sorted(p.name for p in out.iterdir())), lacy=LacySection(None, None, None, {}), verify=report,
+        files=tuple(sorted(p.name for p in out.iterdir())), verify=report,
+        lacy=plan.lacy_section() if plan is not None else LacySection(),
         seconds=time.perf_counter() - start,
     )
+
+
+def _add_call_tokens(model: nn.Module, weights: dict[str, mx.array], config: dict[str, Any], tok_dir: Path,
+                     src: Path, quantized: set[str]) -> tuple[nn.Module, dict[str, mx.array], Any]:
+    """<CALL> surgery on the GGUF's model: the rebuilt tokenizer in ``tok_dir`` gains the tokens,
+    the embedding (and an untied head) new mean rows, quantized ones included."""
+    plan = call_tokens.plan_tokens(tok_dir, call_tokens.embedding_rows(model))
+    matrices = call_tokens.token_matrices(model)
+    weights = call_tokens.grow_rows(weights, matrices, plan, model)
+    if plan.rows_after != plan.rows_before:
+        call_tokens.update_config(config, plan)
+        model = _build(config, src, quantized)
+    call_tokens.write_tokenizer(tok_dir, tok_dir, plan)
+    return model, weights, plan
 
 
 def _refuse_unreadable(header: GGUFHeader) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from lacy_mlx.chunker import ChunkerConfig
 from lacy_mlx.errors import LacyError
 from lacy_mlx.cli.search import format_table
-from lacy_mlx.ingest import iter_documents, read_documents
+from lacy_mlx.ingest import iter_documents
 from lacy_mlx.store import Store
 
 HERE = Path(__file__).resolve().parent
@@ -89,57 +89,38 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
                  threshold: float | None = None, k: int | None = None) -> None:
     """Biographies from the demo SLM, alone and with calls answered by the store."""
     import lacy_mlx
-    from lacy_mlx.runtime.events import Call, Done, Evidence, Token
-    from lacy_mlx.train.corpus import load_people, parse_claims
-
-    people = load_people(model_dir / "data" / "ground_truth.json")
-    groups = {"seen often": [p for p in people if p.mentions >= 10][:per_group],
-              "seen once": [p for p in people if p.mentions == 1][:per_group]}
-    # The demo's people plus the first `distractors` others, whose passages compete in retrieval.
-    keep = {p.pid for members in groups.values() for p in members} | {p.pid for p in people[:distractors]}
-    with Store.open(db) as store:
-        t0 = time.perf_counter()
-        docs = (d for d in read_documents(model_dir / "data" / "evidence.jsonl") if d.metadata.get("person") in keep)
-        added = store.add_documents(docs, batch_size=256).added
-        print(f"\nevidence store {db.name}: {store.count()['chunks']} passages of {len(keep)} people ({added} new, "
-              f"{time.perf_counter() - t0:.1f}s), embedder {store.embedder_name}")
     from lacy_mlx.runtime.delegates import TextQuery
+    from lacy_mlx.runtime.events import Evidence, Token
+    from lacy_mlx.train.evaluate import eval_people, fill_store, write_biography
+    from lacy_mlx.train.metrics import biography_text, summarize
 
+    chosen = eval_people(model_dir, per_group=per_group, distractors=distractors, groups=("frequent", "seen once"))
+    t0 = time.perf_counter()
+    chunks = fill_store(db, chosen.records)
+    print(f"\nevidence store {db.name}: {chunks} passages ({time.perf_counter() - t0:.1f}s)")
     # "text": the subject (the prompt) plus the current sentence; "latent": the query tower.
     lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else query, k=k)
-    totals: dict[tuple[str, str], list[int]] = {}
-    for group, members in groups.items():
-        for person in members:
-            for mode in ("slm", "cascade"):
-                # The SLM alone: gated (so <CALL> is masked, as LaCy measures it) but allowed no call.
-                gate = {"mode": "call", "max_calls": 0 if mode == "slm" else None, "per_sentence": 1,
-                        "call_threshold": threshold}
-                shown, calls = [], 0
-                for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=80, **gate):
-                    if isinstance(ev, Token):
-                        shown.append(ev.text)
-                    elif isinstance(ev, Call):
-                        calls += 1
-                    elif isinstance(ev, Evidence):
-                        shown.append(paint(" [" + ev.text.split("\n")[0] + "]", DIM))
-                    elif isinstance(ev, Done):
-                        stats = ev
-                text = "".join(t for t in shown if not t.startswith((" [", "\033")))
-                claims = parse_claims(person.name + ("" if text.startswith(" ") else " ") + text)
-                right = sum(person.facts.get(rel) == value for rel, value in claims)
-                tally = totals.setdefault((group, mode), [0, 0, 0, 0])
-                tally[0] += right
-                tally[1] += len(claims)
-                tally[2] += calls
-                tally[3] += stats.tokens
+    rows = []
+    for group, members in chosen.groups.items():
+        for mode in ("alone", "cascade"):
+            bios = []
+            for person in members:
+                events: list = []
+                bio = write_biography(lacy, person, alone=mode == "alone", threshold=threshold, events=events)
+                bios.append(bio)
                 if person is members[0]:
+                    shown = "".join(ev.text if isinstance(ev, Token) else paint(" [" + ev.text.split("\n")[0] + "]", DIM)
+                                    for ev in events if isinstance(ev, (Token, Evidence)))
+                    right = sum(c.true for c in bio.claims)
                     print(f"\n{paint(person.name, BOLD)} ({group}, {person.mentions} mentions) - {mode}: "
-                          f"{right}/{len(claims)} claims true, {calls} calls")
-                    body = "".join(shown)
-                    print("   " + person.name + ("" if body.startswith(" ") else " ") + body)
-    print(f"\n{'group':<11} {'mode':<8} {'true claims':>12} {'precision':>10} {'calls/token':>12}")
-    for (group, mode), (right, n, calls, tokens) in totals.items():
-        print(f"{group:<11} {mode:<8} {right:>5}/{n:<6} {right / max(n, 1):>10.2f} {calls / max(tokens, 1):>12.3f}")
+                          f"{right}/{len(bio.claims)} claims true, {len(bio.calls)} calls")
+                    print("   " + biography_text(person, shown))
+            rows.append((group, mode, summarize(bios)))
+    print(f"\n{'group':<11} {'mode':<8} {'true claims':>12} {'precision':>10} {'calls/token':>12} {'leakage':>8}")
+    for group, mode, m in rows:
+        leak = "-" if m["leakage"] is None else f"{m['leakage']:.2f}"
+        print(f"{group:<11} {mode:<8} {m['true_claims']:>5}/{m['claims']:<6} {m['factual_precision'] or 0:>10.2f} "
+              f"{m['call_rate']:>12.3f} {leak:>8}")
 
 
 def main(argv: list[str] | None = None) -> int:

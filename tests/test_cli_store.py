@@ -87,3 +87,14 @@ def test_every_command_is_documented():
     for name, p in sub.choices.items():
         assert f"lacy-mlx {name}" in readme, f"`lacy-mlx {name}` is not documented in README.md"
         assert p.description or p.format_help()
+
+
+def test_search_modes(tmp_path, corpus):
+    db = str(tmp_path / "kb.db")
+    cli("ingest", str(corpus), "--db", db, "--embedder", "hashed-ngram-v1:128", "--quiet")
+    hits = [json.loads(x) for x in cli("search", "1867", "--db", db, "--mode", "keyword", "--json").stdout.splitlines()]
+    assert [h["title"] for h in hits] == ["Marie Curie"] and hits[0]["bm25"] > 0 and hits[0]["cosine"] is None
+    hybrid = [json.loads(x) for x in cli("search", "Bletchley 1867", "--db", db, "--json", "-k", "2").stdout.splitlines()]
+    assert {h["text"][:6] for h in hybrid} == {"Turing", "# Mari"} and all(h["cosine"] is not None for h in hybrid)
+    out = cli("search", "?! ()", "--db", db, "--mode", "keyword", ok=False)
+    assert out.returncode == 1 and "no words to match by keyword" in out.stderr and "Traceback" not in out.stderr

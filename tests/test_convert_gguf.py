@@ -202,3 +202,19 @@ def test_sentencepiece_tokenizer_matches_sentencepiece(tmp_path):
     for text in CORPUS + ["Hello Marie 1867 wörds", "ünïcode ☃ snowman", "  two  spaces"]:
         assert tok.encode(text).ids == [1] + sp.encode(text), text
         assert tok.decode(tok.encode(text).ids, skip_special_tokens=True) == sp.decode(sp.encode(text))
+
+
+@pytest.mark.parametrize("qtype,tie", [("Q4_0", True), ("Q8_0", False), ("F16", True)])
+def test_add_call_token_on_a_gguf_keeps_old_logits(tmp_path, qtype, tie):
+    from mlx_lm import load
+
+    tiny = write_gguf(tmp_path / "m.gguf", qtype=qtype, embed_qtype=qtype, tie=tie)
+    plain, called = tmp_path / "plain", tmp_path / "call"
+    convert(tiny.path, plain)
+    result = convert(tiny.path, called, add_call_token=True)
+    assert result.lacy.call_token_id is not None
+    _, tok = load(str(called))
+    assert tok.convert_tokens_to_ids("<CALL>") == result.lacy.call_token_id
+    old = _logits(plain, PROBE)
+    new = _logits(called, PROBE)
+    assert new.shape[1] > old.shape[1] - 1 and np.abs(new[:, : old.shape[1]] - old).max() < 1e-5

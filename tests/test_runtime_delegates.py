@@ -234,3 +234,14 @@ def test_model_delegate_span_is_one_word(tiny, helper_dir):
     ids = ht.encode(ctx.full_text)
     toks = [t for t, _ in zip((t for t, _ in generate_step(mx.array(ids), hm, max_tokens=8)), range(8))]
     assert ht.decode(toks).startswith(out.text)
+
+
+def test_text_queries_search_hybrid_and_min_score_reads_the_cosine(store):
+    ctx = CallContext(0, "", "When was Marie Curie born? 1867", "", sentence_tokens=("1867",), sentence_confidence=(1.0,))
+    default = RetrievalDelegate(store, k=3)(ctx)
+    assert default.hits[0].external_id == "curie"
+    assert all(h.cosine is not None and h.bm25 is not None for h in default.hits[:1])  # hybrid: both rankings
+    keyword = RetrievalDelegate(store, k=3, mode="keyword", min_score=0.99)(ctx)
+    assert [h.external_id for h in keyword.hits] == ["curie"]  # no cosine in keyword mode: min_score keeps it
+    strict = RetrievalDelegate(store, k=3, mode="vector", min_score=0.99)(ctx)
+    assert strict.hits == ()

@@ -194,3 +194,28 @@ def test_max_sentences_stops_after_a_sentence_end(tiny):
     one = lacy.generate("a", max_tokens=60, max_sentences=1)
     assert full.stats.tokens > one.stats.tokens and full.text.startswith(one.text)
     assert one.stats.finish_reason == "stop" and one.text.endswith(".")
+
+
+def test_probe_reports_what_the_model_alone_would_write_and_changes_nothing(tiny_dir):
+    """stream(probe=n): each Call carries the SLM's own next n tokens; output and cache are as without it."""
+    import mlx_lm
+
+    model, tok = mlx_lm.load(str(tiny_dir))
+    call_id = vocab_of(tiny_dir)["<CALL>"]
+    boost_call(model, call_id, bias=30.0)
+    lacy = lacy_mlx.load((model, tok), delegate=lambda ctx: "Warsaw is a city.",
+                         gate=GateConfig(mode="call", call_threshold=0.5))
+    plain = list(lacy.stream(PROMPT, max_tokens=12))
+    plain_context = list(lacy.last_context)
+    probed = list(lacy.stream(PROMPT, max_tokens=12, probe=5))
+    assert [e.id for e in probed if isinstance(e, Token)] == [e.id for e in plain if isinstance(e, Token)]
+    assert lacy.last_context == plain_context
+    assert check_context(model, lacy.last_context, len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
+    calls = [e for e in probed if isinstance(e, Call)]
+    assert calls and all(c.alone is not None for c in calls)
+    assert all(c.alone is None for c in plain if isinstance(c, Call))
+    # The first call is at step 0: its probe is the start of the generation with no call allowed.
+    alone_ids = [e.id for e in lacy.stream(PROMPT, max_tokens=5, max_calls=0) if isinstance(e, Token) and e.id >= 0]
+    assert calls[0].step == 0 and calls[0].alone == tok.decode(alone_ids)
+    with pytest.raises(InputError, match="probe"):
+        lacy.stream(PROMPT, probe=-1)

@@ -13,6 +13,7 @@ import pytest
 from lacy_mlx.chunker import ChunkerConfig, chunk_text
 from lacy_mlx.embed import HashedEmbedder
 from lacy_mlx.store import Store
+from store_checks import assert_indexes_agree
 
 WRITER = textwrap.dedent("""
     import sys
@@ -61,6 +62,7 @@ def test_sigkill_mid_ingest_leaves_whole_documents(tmp_path, delay):
         vec_ids = {r[0] for r in store.conn.execute("SELECT chunk_id FROM vectors")}
         chunk_ids = {r[0] for r in store.conn.execute("SELECT id FROM chunks")}
         assert vec_ids == chunk_ids
+        assert_indexes_agree(store)  # the keyword index too
         # Store still writable and searchable after the crash.
         store.add_documents([{"id": "after", "text": "written after the crash"}])
         assert store.search("written after the crash", k=1)[0].external_id == "after"

@@ -6,7 +6,7 @@ import pytest
 
 from lacy_mlx.embed import HashedEmbedder
 from lacy_mlx.errors import StoreError
-from lacy_mlx.store import DocumentInput, Store
+from lacy_mlx.store import DocumentInput, Store, schema
 
 DOCS = [
     {"id": "curie", "text": "Marie Curie was born in Warsaw. She won two Nobel prizes.", "lang": "en", "year": 1867},
@@ -113,7 +113,7 @@ def test_search_mode_and_stats_and_vacuum(tmp_path):
         assert sizes["after_bytes"] < sizes["before_bytes"]
         assert [h.chunk_id for h in s.search("topic 3", k=5)] == before
         stats = s.stats()
-        assert stats["documents"] == 750 and stats["vectors"] == 750 and stats["schema_version"] == 1
+        assert stats["documents"] == 750 and stats["vectors"] == 750 and stats["schema_version"] == schema.LATEST
     with Store.open(tmp_path / "v.db") as s:
         assert s.search_mode == "exact"
 

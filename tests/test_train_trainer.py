@@ -140,23 +140,18 @@ def test_two_process_data_parallel(tmp_path):
 
 
 def test_factscore_evaluation_mechanics(tiny_run):
-    from lacy_mlx.train.corpus import parse_claims
-    from lacy_mlx.train.evaluate import GroupScore, PersonResult, evaluate
+    from lacy_mlx.train.evaluate import evaluate
 
     out, _ = tiny_run
-    people = load_people(out / "data" / "ground_truth.json")[:2]
-    alone = evaluate(out, people, mode="slm", max_tokens=12)
-    assert alone.groups["all"].calls == 0 and alone.groups["all"].tokens > 0
     # Threshold 0: the cascade calls at once (then at most once per sentence), by tower and by text.
     for query in ("latent", "text"):
-        forced = evaluate(out, people, mode="cascade", threshold=0.0, max_tokens=6, query=query)
-        g = forced.groups["all"]
-        assert 2 <= g.calls <= g.tokens and 0.0 <= g.leakage <= 1.0
-        assert all("<EVIDENCE>" not in r.text for r in forced.people)  # evidence is context, not output
-    # Exact checking: true claims are those equal to the gold value.
-    p = people[0]
-    text = f"{p.name} was born in {p.facts['birthplace']}. She won the Nobody Prize for Nothing."
-    claims = [(r, v, v == p.facts[r]) for r, v in parse_claims(text)]
-    score = GroupScore()
-    score.add(PersonResult(p.pid, text, claims, calls=1, tokens=20, leaks=0))
-    assert (score.claims, score.true_claims, score.precision, score.call_rate) == (2, 1, 0.5, 0.05)
+        report = evaluate(out, per_group=2, threshold=0.0, max_tokens=12, query=query, frequent_min=3)
+        alone, forced = report.runs["alone"], report.runs["cascade"]
+        assert set(forced) == {"frequent", "seen once", "never seen"}
+        assert all(not b.calls for bios in alone.values() for b in bios)
+        bios = [b for group in forced.values() for b in group]
+        calls = sum(len(b.calls) for b in bios)
+        assert len(bios) <= calls <= sum(b.tokens for b in bios)
+        assert all("<EVIDENCE>" not in b.text for b in bios)  # evidence is context, not output
+        m = report.summary()["cascade"]["seen once"]
+        assert 0.0 <= m["leakage"] <= 1.0 and 0.0 <= m["call_precision"] <= 1.0 and m["tokens_per_s"] > 0

@@ -17,7 +17,7 @@ from lacy_mlx import __version__
 from lacy_mlx.errors import LacyError
 
 # Subcommand modules under lacy_mlx.cli, in the order `lacy-mlx --help` lists them.
-COMMANDS = ["ingest", "search", "store", "convert", "train", "generate", "chat", "qa", "serve"]
+COMMANDS = ["ingest", "search", "store", "convert", "train", "generate", "chat", "qa", "eval", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import warnings
 
 from lacy_mlx.chunker import ChunkerConfig
 from lacy_mlx.embed.registry import resolve_embedder
+from lacy_mlx.cli.store import migration_progress
 from lacy_mlx.errors import InputError
 from lacy_mlx.ingest import iter_documents
 from lacy_mlx.store import Store
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         docs = iter_documents(args.paths, skipped_files=skipped_files)
         first = next(docs, None)  # a missing path fails here, before the store is created
-        with Store.open(args.db, embedder=embedder) as store, \
+        with Store.open(args.db, embedder=embedder, progress=migration_progress) as store, \
                 tqdm(unit="doc", desc="ingest", disable=args.quiet or None, file=sys.stderr) as bar:
             # One document stream over all files: batches of --batch-size span files.
             stream = itertools.chain([first], docs) if first is not None else iter(())

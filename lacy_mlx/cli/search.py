@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from lacy_mlx.cli.terminal import inert
 from lacy_mlx.errors import InputError
-from lacy_mlx.store import SearchHit, Store
+from lacy_mlx.store import DEFAULT_TEXT_MODE, RETRIEVAL_MODES, SearchHit, Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="keep documents whose metadata KEY equals VALUE (repeatable; VALUE parsed as JSON if it can be)")
+    p.add_argument("--mode", choices=RETRIEVAL_MODES, default=None,
+                   help=f"rankings to use: word matches (keyword, BM25), meaning (vector) or both fused "
+                        f"(hybrid; the default is {DEFAULT_TEXT_MODE})")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", action="store_true", help="scan with sqlite-vec instead of the fast mirror")
     mode.add_argument("--fast", action="store_true", help="use the in-memory mirror (the default for new stores)")
@@ -53,14 +56,14 @@ def format_table(hits: list[SearchHit], width: int | None = None, *, full: bool 
             continue
         text = inert(" ".join(h.text.split()))
         room = max(20, width - 42)
-        lines.append(f"{rank:>2}  {h.score:6.3f}  {source:<28}  {text[:room - 1] + '…' if len(text) > room else text}")
+        lines.append(f"{rank:>2}  {h.score:6.3g}  {source:<28}  {text[:room - 1] + '…' if len(text) > room else text}")
     return "\n".join(lines).rstrip("\n")
 
 
 def run(args: argparse.Namespace) -> int:
     fast = True if args.fast else (False if args.exact else None)
     with Store.open(args.db, create=False, read_only=True) as store:
-        hits = store.search(args.query, k=args.k, filters=parse_filters(args.filter), fast=fast)
+        hits = store.search(args.query, k=args.k, filters=parse_filters(args.filter), fast=fast, mode=args.mode)
     if args.json:
         for h in hits:
             print(json.dumps(asdict(h), ensure_ascii=False))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 
 from lacy_mlx.cli.terminal import inert
@@ -50,16 +51,22 @@ def _ref(raw: str, row_id: bool) -> int | str:
         raise InputError(f"--row-id takes integer row ids, got {raw!r}; drop --row-id to use external ids") from None
 
 
+def migration_progress(what: str, done: int, total: int) -> None:
+    """Print a store upgrade's steps on stderr (``Store.open(progress=...)``)."""
+    print(f"upgrading the store: {what} {done:,}/{total:,} chunks", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     read_only = args.verb in ("stats", "list", "show")
-    with Store.open(args.db, create=False, read_only=read_only) as store:
+    with Store.open(args.db, create=False, read_only=read_only,
+                    progress=None if read_only else migration_progress) as store:
         if args.verb == "stats":
             stats = store.stats()
             if args.json:
                 print(json.dumps(stats, indent=2))
             else:
                 for key, value in stats.items():
-                    print(f"{key:>15}: {inert(value)}")
+                    print(f"{key:>20}: {inert(value)}")
         elif args.verb == "list":
             _list(store, args)
         elif args.verb == "show":

@@ -48,6 +48,7 @@ class RunSettings:
     placement: Placement = "system"  # where prefix injection puts passages in chat messages
     max_sentences: int | None = None  # stop (finish "stop") once this many sentences are out
     logprobs: int | None = None
+    probe: int = 0  # > 0: each Call carries the SLM's own next `probe` tokens at the call (Call.alone)
     max_context: int | None = None  # the model's position limit; None: unlimited
 
 
@@ -208,10 +209,14 @@ class Cascade:
         reason = self.policy.reason(ent, pc, step.thresholds)
         self.policy.after_call()
         self.t.gate += time.perf_counter() - tg
+        alone = None
+        if self.s.probe > 0:  # the speculative step is dropped: the paths below re-feed what they need
+            self._drop_speculated()
+            alone = self.tokenizer.decode(self.dec.probe(token, self.s.probe, self.eos))
         outcome = self._run_delegate(step, ent, pc)
         hits = outcome.hits
         yield Call(self.steps - 1, reason, ent, pc, step.thresholds, self._delegate_name(),
-                   outcome.query, tuple(hits), outcome.seconds * 1e3)
+                   outcome.query, tuple(hits), outcome.seconds * 1e3, alone)
         help_ = outcome.help
         if help_ is None:
             self.errors += 1

@@ -117,6 +117,27 @@ class Decoder:
         trim_prompt_cache(self.cache, n)
         self.offset -= n
 
+    def probe(self, first: int, n: int, stop: set[int]) -> list[int]:
+        """The model's own greedy continuation from ``first`` (lacy tokens masked), at most ``n``
+        tokens, ending before a ``stop`` id; the KV cache is trimmed back to where it was."""
+        out: list[int] = []
+        tok = first
+        fed = 0
+        while tok not in stop and len(out) < n:
+            out.append(tok)
+            if len(out) == n:
+                break
+            with mx.stream(generation_stream):
+                _, logits = self._forward(mx.array([[tok]], dtype=mx.int32), self.cache)
+                if self._mask is not None:
+                    logits = _mask_ids(logits, self._mask)
+                nxt = mx.argmax(logits, axis=-1)
+            fed += 1
+            self.offset += 1
+            tok = int(nxt.item())
+        self.trim(fed)
+        return out
+
     def feed(self, ids: Sequence[int] | mx.array, params: mx.array | None) -> Step:
         """Append ``ids`` (at least one) to the cache; the :class:`Step` for the position after them.
 

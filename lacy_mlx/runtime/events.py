@@ -49,7 +49,10 @@ class Call:
     ``threshold``: ``(entropy_threshold, call_threshold)`` in force at that step (a budget moves them).
     ``query``: the text query, or ``"<latent>"`` for a query-tower vector, or the text a model
     delegate continued (its tail). ``hits``: the store's :class:`~lacy_mlx.store.SearchHit` list
-    (empty for other delegates). ``ms``: wall time of the delegate.
+    (empty for other delegates). ``ms``: wall time of the delegate. ``alone``: with
+    ``stream(..., probe=n)``, what the SLM would have written here by itself (its greedy next
+    ``n`` tokens, <CALL> masked; the cache is rolled back after): evaluation scores leakage and
+    call precision from it. None without ``probe``.
     """
 
     step: int
@@ -61,6 +64,7 @@ class Call:
     query: str | None = None
     hits: tuple[SearchHit, ...] = ()
     ms: float = 0.0
+    alone: str | None = None
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ class Lacy:
         retrieve_first: bool | None = None,
         max_sentences: int | None = None,
         logprobs: int | None = None,
+        probe: int = 0,
         **gate_changes: GateChange,
     ) -> Stream:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
@@ -176,7 +177,11 @@ class Lacy:
         ``max_position_embeddings``) raises InputError; when prompt, output and evidence fill the
         context, generation stops with ``finish_reason="length"``.
         ``max_sentences`` ends the answer (finish reason ``stop``) after that many sentences.
+        ``probe`` > 0: each ``Call`` event also carries (``Call.alone``) the SLM's own greedy next
+        ``probe`` tokens at the call, <CALL> masked (evaluation: leakage, call precision).
         """
+        if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
+            raise InputError(f"probe must be an integer >= 0 (tokens), got {probe!r}")
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0):
             raise InputError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
         if max_sentences is not None and (not isinstance(max_sentences, int) or isinstance(max_sentences, bool)
@@ -199,7 +204,7 @@ class Lacy:
             settings=RunSettings(
                 max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
                 retrieve_first=self.retrieve_first if retrieve_first is None else retrieve_first,
-                placement=self.placement, logprobs=logprobs, max_sentences=max_sentences,
+                placement=self.placement, logprobs=logprobs, max_sentences=max_sentences, probe=probe,
                 max_context=self.max_context,
             ),
             reuse=self._cache_to_reuse(),
@@ -215,6 +220,7 @@ class Lacy:
         gate: GateConfig | None = None,
         retrieve_first: bool | None = None,
         max_sentences: int | None = None,
+        probe: int = 0,
         **gate_changes: GateChange,
     ) -> GenerationResult:
         """Run :meth:`stream` to the end; the text, the stats and every call (same arguments)."""
@@ -224,7 +230,8 @@ class Lacy:
         errors: list[DelegateError] = []
         done: Done | None = None
         for ev in self.stream(prompt, max_tokens=max_tokens, sampling=sampling, gate=gate,
-                              retrieve_first=retrieve_first, max_sentences=max_sentences, **gate_changes):
+                              retrieve_first=retrieve_first, max_sentences=max_sentences, probe=probe,
+                              **gate_changes):
             if isinstance(ev, Token):
                 parts.append(ev.text)
             elif isinstance(ev, Call):

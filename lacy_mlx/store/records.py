@@ -13,7 +13,13 @@ from lacy_mlx.errors import InputError
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result: a chunk, its cosine similarity to the query and where it comes from."""
+    """One search result: a chunk, its score and where it comes from.
+
+    ``score`` ranks the hits of one search: cosine similarity (vector mode), BM25 relevance
+    (keyword mode: higher is better) or the reciprocal-rank-fusion score (hybrid). ``cosine``
+    and ``bm25`` are those components where the search computed them (``bm25`` is None for a
+    chunk that matched no query word).
+    """
 
     text: str
     score: float
@@ -25,6 +31,8 @@ class SearchHit:
     start: int  # character span of the chunk in the document's text
     end: int
     metadata: dict[str, Any]
+    cosine: float | None = None
+    bm25: float | None = None
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,17 @@ from lacy_mlx.store.connection import (
     write_transaction,
 )
 from lacy_mlx.store.filters import Filters, filter_clause
+from lacy_mlx.store.keyword import MIN_DEPTH, fts_query, fuse, keyword_search
+from lacy_mlx.store.fastpath import MirrorCache
 from lacy_mlx.store.mirror import VectorMirror
 from lacy_mlx.store.records import Document, SearchHit, StoredChunk, check_unicode
 from lacy_mlx.store.writes import WriteMixin
 
-SEARCH_MODES = ("fast", "exact")
+SEARCH_MODES = ("fast", "exact")  # how the vector ranking is computed (a store setting)
+RETRIEVAL_MODES = ("vector", "keyword", "hybrid")  # which rankings a search uses (per query)
+DEFAULT_TEXT_MODE = "hybrid"  # chosen by benchmarks/retrieval.py (docs/store.md)
 MAX_EXACT_K = 4096  # sqlite-vec's KNN limit
+RESCORE = (2, 10)  # an int8 mirror's top 2k + 10 candidates are rescored exactly (measured: docs/store.md)
 
 
 @guard_public_methods  # SQLite failures (damaged file, read-only location) become StoreErrors
@@ -41,7 +46,7 @@ class Store(WriteMixin):
     """One lacy store file. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
     def __init__(self, conn: apsw.Connection, path: Path, meta: dict[str, str], embedder: Embedder | None,
-                 read_only: bool) -> None:
+                 read_only: bool, mirror: str = "auto") -> None:
         self._conn = conn
         self.path = path
         self.dim = int(meta["dim"])
@@ -49,18 +54,23 @@ class Store(WriteMixin):
         self.search_mode = meta.get("search_mode", "fast")
         self.read_only = read_only
         self._embedder = embedder
-        self._mirror: VectorMirror | None = None
+        self._fast = MirrorCache(path, self.dim, mirror)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: Embedder | None = None, create: bool = True,
-             read_only: bool = False, search_mode: str | None = None) -> "Store":
+             read_only: bool = False, search_mode: str | None = None,
+             progress: schema.Progress | None = None, mirror: str = "auto") -> "Store":
         """Open the store at ``path``, creating it (with ``embedder`` or the default one) if missing.
 
         An existing store keeps its embedder: passing a different one raises StoreError, passing
         None rebuilds the recorded one on first use. ``search_mode`` ("fast" or "exact") sets the
-        store's default search path when given.
+        store's default search path when given. A store written by an older lacy-mlx is migrated
+        on open; ``progress(what, done, total)`` reports the steps of a long migration. ``mirror``
+        is the fast path's in-memory copy of the vectors: ``"int8"`` (a quarter of the memory,
+        candidates rescored exactly), ``"float32"`` (exact scores) or ``"auto"`` (float32 up to
+        ``fastpath.COMPACT_ROWS`` vectors, int8 above); see ``store.fastpath``.
         """
         path = Path(path)
         if search_mode is not None and search_mode not in SEARCH_MODES:
@@ -76,15 +86,15 @@ class Store(WriteMixin):
             raise StoreError(f"cannot create the store at {path}: the folder {path.parent} does not exist")
         conn = connect(path, read_only=read_only, create=not exists)
         try:
-            meta = cls._check_schema(conn, path, embedder, fresh=not exists, read_only=read_only)
-            store = cls(conn, path, meta, embedder, read_only)
+            meta = cls._check_schema(conn, path, embedder, fresh=not exists, read_only=read_only, progress=progress)
+            store = cls(conn, path, meta, embedder, read_only, mirror)
             if search_mode is not None and search_mode != store.search_mode:
                 store.set_search_mode(search_mode)
             return store
         except LacyError:
             conn.close()
             raise
-        except (*DAMAGE, KeyError, ValueError) as exc:  # also: metadata rows that do not parse
+        except DAMAGE as exc:
             conn.close()
             raise damaged(path, exc) from exc
         except (apsw.ReadOnlyError, apsw.CantOpenError) as exc:  # a WAL store in a folder we cannot write
@@ -96,7 +106,7 @@ class Store(WriteMixin):
 
     @staticmethod
     def _check_schema(conn: apsw.Connection, path: Path, embedder: Embedder | None, *, fresh: bool,
-                 read_only: bool) -> dict[str, str]:
+                      read_only: bool, progress: schema.Progress | None = None) -> dict[str, str]:
         """Check (or create) the schema and return the meta table; refuse foreign or newer files."""
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -117,11 +127,13 @@ class Store(WriteMixin):
         meta = dict(conn.execute("SELECT key, value FROM lacy_meta").fetchall())
         if meta.get("format") != schema.STORE_FORMAT or "dim" not in meta:
             raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
+        if not str(meta["dim"]).isdigit() or int(meta["dim"]) <= 0 or "embedder" not in meta:
+            raise damaged(path, ValueError(f"its metadata is garbled (dim {meta['dim']!r})"))
         if version < schema.LATEST:
             if read_only:
                 raise StoreError(f"{path} needs a schema upgrade: open it once for writing "
                                  f"(e.g. `lacy-mlx ingest FILES --db {path}`), then read it")
-            schema.migrate(conn, 0)
+            schema.migrate(conn, 0, progress)
         if embedder is not None and (embedder.name != meta["embedder"] or embedder.dim != int(meta["dim"])):
             raise StoreError(
                 f"{path} was built with embedder {meta['embedder']!r} ({meta['dim']}-d), not "
@@ -130,7 +142,8 @@ class Store(WriteMixin):
         return meta
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); a background mirror load stops."""
+        self._fast.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None  # type: ignore[assignment]
@@ -158,30 +171,72 @@ class Store(WriteMixin):
     # ---- reads ----------------------------------------------------------------------------
 
     def search(self, query: str | np.ndarray, *, k: int = 5, filters: Filters | None = None,
-               fast: bool | None = None) -> list[SearchHit]:
-        """The ``k`` chunks nearest to ``query`` (a text, embedded here, or a vector), best first.
+               fast: bool | None = None, mode: str | None = None) -> list[SearchHit]:
+        """The ``k`` chunks that best match ``query`` (a text, or a vector of the store's dim), best first.
 
-        ``filters`` keeps documents whose metadata matches (see ``filter_clause``). ``fast`` picks
-        the in-memory mirror (True) or sqlite-vec's exact scan (False); None uses the store's mode.
-        Both are exact; scores are cosine similarities.
+        ``mode``: ``"vector"`` (cosine to the embedded query), ``"keyword"`` (BM25 over the chunks'
+        words; the text is never parsed as FTS5 syntax) or ``"hybrid"`` (both rankings' candidates
+        scored by a weighted sum of cosine and relative BM25, ``keyword.fuse``). None means ``DEFAULT_TEXT_MODE`` for a text and ``"vector"`` for a vector;
+        keyword and hybrid need a text. ``filters`` keeps documents whose metadata matches (see
+        ``filter_clause``), applied in every ranking before its top-k. ``fast`` picks the in-memory
+        mirror (True) or sqlite-vec's exact scan (False) for the vector ranking; None uses the
+        store's mode. ``hit.score`` is the mode's ranking score (cosine, BM25 relevance, fused);
+        ``hit.cosine`` and ``hit.bm25`` hold the components where computed.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        if isinstance(query, str):
-            if not query.strip():
-                raise InputError("the search text is empty: give some words to search for")
+        is_text = isinstance(query, str)
+        mode = (DEFAULT_TEXT_MODE if is_text else "vector") if mode is None else mode
+        if mode not in RETRIEVAL_MODES:
+            raise InputError(f"mode must be one of {RETRIEVAL_MODES}, got {mode!r}")
+        if is_text and not query.strip():
+            raise InputError("the search text is empty: give some words to search for")
+        if is_text:
             check_unicode(query, "the search text")
-            vec = self.embedder.embed(query)
-        else:
-            vec = query
-        vecs = check_embeddings(vec, self.dim, what="query vector")
+        if not is_text and mode != "vector":
+            raise InputError(f"mode={mode!r} needs the query as text (a vector can only be searched with mode='vector')")
+        if mode == "keyword":
+            pairs = keyword_search(self.conn, query, k, filters)
+            return self._hits(pairs, bm25=dict(pairs))
+        vecs = check_embeddings(self.embedder.embed(query) if is_text else query, self.dim, what="query vector")
         if len(vecs) != 1:
-            raise InputError(f"the query vector has shape {tuple(np.shape(vec))}: search takes one vector "
+            raise InputError(f"the query vector has shape {tuple(np.shape(query))}: search takes one vector "
                              f"of shape ({self.dim},); search each row separately")
         vec = vecs[0]
         use_fast = (self.search_mode == "fast") if fast is None else fast
-        pairs = self._search_fast(vec, k, filters) if use_fast else self._search_exact(vec, k, filters)
-        return self._hits(pairs)
+        if mode == "vector":
+            pairs = self._search_vector(vec, k, filters, use_fast)
+            return self._hits(pairs, cosine=dict(pairs))
+        depth = max(k, MIN_DEPTH)
+        by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast, rescore=False)
+        by_kw = dict(keyword_search(self.conn, query, depth, filters)) if fts_query(query) is not None else {}
+        # Candidates' cosines come from the mirror when it is current (approximate if int8), else from
+        # sqlite-vec rowid lookups; with an int8 mirror the k kept are rescored exactly.
+        mirror = self._fast.current(self.conn) if use_fast else None
+        cosine = dict(by_vec)
+        if mirror is not None:
+            cosine.update(mirror.score_ids(vec, np.asarray([c for c in by_kw if c not in cosine], dtype=np.int64)))
+        cosine.update(self._cosines([c for c in by_kw if c not in cosine], vec))
+        fused = fuse(cosine, by_kw, k)
+        if mirror is not None and not mirror.exact:
+            exact = self._cosines([c for c, _ in fused], vec)
+            fused, cosine = fuse(exact, by_kw, k), exact
+        return self._hits(fused, cosine=cosine, bm25=by_kw)
+
+    def _search_vector(self, vec: np.ndarray, k: int, filters: Filters | None, use_fast: bool,
+                       rescore: bool = True) -> list[tuple[int, float]]:
+        return self._search_fast(vec, k, filters, rescore) if use_fast else self._search_exact(vec, k, filters)
+
+    def _cosines(self, ids: list[int], vec: np.ndarray) -> dict[int, float]:
+        """Exact cosine of ``vec`` to these chunks' stored vectors (absent ids are left out)."""
+        blob = vec.astype(np.float32).tobytes()
+        out = {}
+        for cid in ids:  # one rowid lookup each: vec0 answers `IN (...)` with a full scan
+            rows = self.conn.execute("SELECT vec_distance_cosine(embedding, ?) FROM vectors WHERE chunk_id = ?",
+                                     (blob, cid)).fetchall()
+            if rows:
+                out[int(cid)] = 1.0 - float(rows[0][0])
+        return out
 
     def _search_exact(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
         if k > MAX_EXACT_K:
@@ -203,8 +258,12 @@ class Store(WriteMixin):
             ).fetchall()
         return [(int(cid), 1.0 - float(dist)) for cid, dist in rows]
 
-    def _search_fast(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
-        mirror = self._current_mirror()
+    def _search_fast(self, vec: np.ndarray, k: int, filters: Filters | None,
+                     rescore: bool = True) -> list[tuple[int, float]]:
+        """Top-``k`` by the mirror; an int8 mirror's candidates are rescored exactly unless ``rescore`` is False."""
+        mirror = self._fast.current(self.conn, wait=k > MAX_EXACT_K)
+        if mirror is None:  # loading in the background: the exact path answers meanwhile
+            return self._search_exact(vec, k, filters)
         allowed = None
         if filters:
             where, params = filter_clause(filters)
@@ -213,8 +272,12 @@ class Store(WriteMixin):
                     f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params)),
                 dtype=np.int64,
             )
-        ids, scores = mirror.search(vec, k, allowed)
-        return list(zip(ids.tolist(), scores.tolist()))
+        if mirror.exact or not rescore:
+            ids, scores = mirror.search(vec, k, allowed)
+            return list(zip(ids.tolist(), scores.tolist()))
+        ids, _ = mirror.search(vec, RESCORE[0] * k + RESCORE[1], allowed)
+        exact = self._cosines(ids.tolist(), vec)
+        return sorted(exact.items(), key=lambda item: (-item[1], item[0]))[:k]
 
     def _vectors_version(self) -> int:
         rows = self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()
@@ -222,24 +285,22 @@ class Store(WriteMixin):
             raise damaged(self.path, ValueError(f"vectors_version is {rows[0][0] if rows else 'missing'!r}"))
         return int(rows[0][0])
 
-    def _current_mirror(self) -> VectorMirror:
-        """The mirror, reloaded when another process changed the vectors since it was built."""
-        version = self._vectors_version()
-        if self._mirror is None or self._mirror.version != version:
-            with self.conn:  # one read transaction: the version and the rows agree
-                version = self._vectors_version()
-                mirror = VectorMirror(self.dim, version)
-                ids, vecs = [], []
-                for cid, blob in self.conn.execute("SELECT chunk_id, embedding FROM vectors"):
-                    ids.append(cid)
-                    vecs.append(blob)
-                if ids:
-                    mat = np.frombuffer(b"".join(vecs), dtype=np.float32).reshape(len(ids), self.dim)
-                    mirror.add(np.asarray(ids, dtype=np.int64), mat)
-            self._mirror = mirror
-        return self._mirror
+    @property
+    def _mirror(self) -> VectorMirror | None:
+        return self._fast.mirror
 
-    def _hits(self, pairs: list[tuple[int, float]]) -> list[SearchHit]:
+    @_mirror.setter
+    def _mirror(self, mirror: VectorMirror | None) -> None:
+        self._fast.mirror = mirror
+
+    def load_mirror(self) -> VectorMirror:
+        """Build (or wait for) the fast path's mirror now, so no later search falls back to the exact scan."""
+        mirror = self._fast.current(self.conn, wait=True)
+        assert mirror is not None
+        return mirror
+
+    def _hits(self, pairs: list[tuple[int, float]], *, cosine: dict[int, float] | None = None,
+              bm25: dict[int, float] | None = None) -> list[SearchHit]:
         if not pairs:
             return []
         ids = [cid for cid, _ in pairs]
@@ -255,7 +316,8 @@ class Store(WriteMixin):
             if r is None:  # deleted by another process since the scan
                 continue
             hits.append(SearchHit(text=r[1], score=float(score), document_id=r[5], external_id=r[6], title=r[7],
-                                  chunk_id=cid, ordinal=r[2], start=r[3], end=r[4], metadata=json.loads(r[8])))
+                                  chunk_id=cid, ordinal=r[2], start=r[3], end=r[4], metadata=json.loads(r[8]),
+                                  cosine=(cosine or {}).get(cid), bm25=(bm25 or {}).get(cid)))
         return hits
 
     def _doc_row(self, ref: int | str) -> tuple | None:
@@ -297,8 +359,9 @@ class Store(WriteMixin):
         pragma = lambda name: int(self.conn.execute(f"PRAGMA {name}").fetchall()[0][0])  # noqa: E731
         page = pragma("page_size")
         wal = Path(str(self.path) + "-wal")
+        counts = self.count()
         return {
-            **self.count(),
+            **counts,
             "path": str(self.path),
             "dim": self.dim,
             "embedder": self.embedder_name,
@@ -307,8 +370,7 @@ class Store(WriteMixin):
             "sqlite_vec": self.conn.execute("SELECT vec_version()").fetchall()[0][0],
             "file_bytes": self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
             "free_bytes": pragma("freelist_count") * page,
-            "mirror_bytes": self._mirror.nbytes if self._mirror is not None else 0,
-        }
+        } | self._fast.stats(counts["vectors"])
 
 
 def _unfinished(conn: apsw.Connection) -> bool:
@@ -342,7 +404,10 @@ def _create(conn: apsw.Connection, path: Path, emb: Embedder) -> None:
 
 
 def _drop_all(conn: apsw.Connection) -> None:
-    """Drop every table of an empty, unfinished store (virtual tables first: they own shadow tables)."""
+    """Drop every table of an empty, unfinished store: triggers first (they name other tables), then
+    virtual tables (they own shadow tables), then the rest."""
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+        conn.execute(f'DROP TRIGGER "{name.replace(chr(34), chr(34) * 2)}"')
     for kind in ("virtual", "plain"):
         rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'").fetchall()
         for name, sql in rows:

@@ -239,6 +239,7 @@ class WriteMixin:
             schema.create_vector_table(self.conn, "vectors", self.dim)
             self.conn.execute("INSERT INTO vectors(chunk_id, embedding) SELECT chunk_id, embedding FROM vectors_backup")
             self.conn.execute("DROP TABLE vectors_backup")
+            self.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")  # merge its b-trees
         self.conn.execute("VACUUM")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return {"before_bytes": before, "after_bytes": self.stats()["file_bytes"]}  # type: ignore[attr-defined]

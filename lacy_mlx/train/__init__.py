@@ -5,7 +5,8 @@ Files by concept: ``pools``/``corpus`` (the seeded knowledge base), ``bpe`` (tok
 and batches), ``objectives`` (LaCy and the baselines), ``latent`` (query-tower recall),
 ``model``/``trainer``/``checkpoint``/``distributed`` (the MLX loop), ``config`` (presets),
 ``export`` (the output folder), ``finetune`` (teach an existing model <CALL>), ``evaluate``
-(FactScore-style exact fact checking). Names below load lazily (the trainer imports MLX).
+(FactScore-style exact fact checking through the runtime), ``metrics`` (their definitions),
+``copy_eval`` (the oracle-evidence probe), ``ablation`` (the four objectives compared). Names below load lazily (the trainer imports MLX).
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """Oracle-evidence probes: can the model copy a value out of an evidence block, and does it call there?
 
-For each person and relation the probe writes the sentence head of a biography template
+For each person and relation the probe gives the runtime the sentence head of a biography template
 ("Ada Moreau was born in"), then decodes greedily (``<CALL>`` masked) up to the sentence's end:
 
 - ``alone``: straight after the head (what the model knows by itself);
-- ``k=N``: after ``<CALL><EVIDENCE>`` + N passages + ``</EVIDENCE>``, the right passage among
-  N-1 distractors (another fact of the same person, the same relation of other people), shuffled:
-  what the runtime's inline injection relies on, with retrieval taken out of the picture.
+- ``k=N``: after a call at the value answered with N passages (the runtime injects them inline
+  as ``<CALL><EVIDENCE>...</EVIDENCE>``): the right passage among N-1 distractors (another
+  fact of the same person, the same relation of other people), shuffled. This is what inline
+  injection relies on, with retrieval taken out of the picture.
 
 It also records p(``<CALL>``) right after the head (where the cascade should ask) and after the
 subject alone ("Ada Moreau", where it should not). Every number is exact string match.
@@ -15,15 +16,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import make_prompt_cache
 
-from lacy_mlx.tokens import CALL_TOKEN, END_OF_TEXT, EVIDENCE_END, EVIDENCE_START
-from lacy_mlx.train.copying import format_evidence
+from lacy_mlx.runtime.delegates.base import CallContext, Help
+from lacy_mlx.runtime.events import Call, Token
+from lacy_mlx.tokens import END_OF_TEXT
 from lacy_mlx.train.corpus import BIO_TEMPLATES, RELATIONS, Person, evidence_passage
-from lacy_mlx.train.model import lm_logits
 
 
 @dataclass
@@ -40,63 +41,64 @@ class CopyReport:
                 "p_call_value": round(self.p_call_value, 4), "p_call_subject": round(self.p_call_subject, 4)}
 
 
-class _Greedy:
-    def __init__(self, model, tok) -> None:
-        self.model, self.tok = model, tok
-        self.call, self.eot = tok.token_to_id(CALL_TOKEN), tok.token_to_id(END_OF_TEXT)
-        self.ev = (tok.token_to_id(EVIDENCE_START), tok.token_to_id(EVIDENCE_END))
+class OracleDelegate:
+    """Answers every call with the passages the probe chose for the current generation."""
 
-    def logits(self, ids: list[int], cache) -> mx.array:
-        h = self.model.model(mx.array(ids)[None], cache=cache)[:, -1]
-        return lm_logits(self.model, h)[0].astype(mx.float32)
+    name = "oracle"
+    kind = "callback"
+    needs_hidden = False
 
-    def p_call(self, ids: list[int]) -> float:
-        return float(mx.softmax(self.logits(ids, make_prompt_cache(self.model)))[self.call])
+    def __init__(self) -> None:
+        self.passages: list[str] = []
 
-    def continue_sentence(self, ids: list[int], max_tokens: int = 16) -> tuple[str, float]:
-        """Greedy text after ``ids`` (no ``<CALL>``) up to the first ``.``, and p(<CALL>) right after ``ids``."""
-        cache = make_prompt_cache(self.model)
-        logits, out = self.logits(ids, cache), []
-        p_call = float(mx.softmax(logits)[self.call])
-        for _ in range(max_tokens):
-            logits[self.call] = -mx.inf
-            t = int(mx.argmax(logits))
-            if t == self.eot:
-                break
-            out.append(t)
-            if "." in self.tok.id_to_token(t):
-                break
-            logits = self.logits([t], cache)
-        return self.tok.decode(out).split(".")[0].strip(), p_call
+    def __call__(self, ctx: CallContext) -> Help:
+        return Help(kind="evidence", passages=tuple(self.passages), sources=(self.name,))
 
 
-def copy_probe(model, tok, people: list[Person], *, distractors: list[Person], ks: tuple[int, ...] = (1, 3),
-               seed: int = 0) -> CopyReport:
+def _sentence(lacy: Any, prompt: str, **gate: Any) -> tuple[str, float, int]:
+    """The runtime's greedy text after ``prompt`` up to the first ``.`` (<CALL> masked), p(<CALL>)
+    at the first step, and the number of calls made."""
+    text, p_call, calls = "", None, 0
+    for ev in lacy.stream(prompt, max_tokens=16, max_sentences=1, per_sentence=1, **gate):
+        if isinstance(ev, Token):
+            text += ev.text
+            p_call = ev.p_call if p_call is None else p_call
+        elif isinstance(ev, Call):
+            calls += 1
+    return text.split(".")[0].strip(), float(p_call or 0.0), calls
+
+
+def copy_probe(model_dir: str | Path, people: list[Person], *, distractors: list[Person],
+               ks: tuple[int, ...] = (1, 3), seed: int = 0) -> CopyReport:
     """Run the probes (module docstring) for every person of ``people`` and every relation.
 
+    The model runs through :func:`lacy_mlx.load`: alone with no call allowed, with evidence as a
+    call forced at the value (threshold 0, one call) that an :class:`OracleDelegate` answers.
     ``distractors``: people whose passages of the same relation fill the blocks (others than the
     subject are drawn from it). Deterministic for a given ``seed``.
     """
+    import lacy_mlx
+
+    oracle = OracleDelegate()
+    lacy = lacy_mlx.load(str(model_dir), delegate=oracle)
     rng = random.Random(seed)
-    g = _Greedy(model, tok)
     right = {k: 0 for k in ("alone", *(f"k{k}" for k in ks))}
     p_value, p_subject, n = [], [], 0
     for person in people:
-        subject = [g.eot] + tok.encode(person.name, add_special_tokens=False).ids
-        p_subject.append(g.p_call(subject))
+        p_subject.append(_sentence(lacy, END_OF_TEXT + person.name, max_calls=0)[1])
         for rel in RELATIONS:
             template = next(t for t in BIO_TEMPLATES[rel] if t.startswith("{S}"))
-            head = template.split("{v}")[0].format(S=person.name).rstrip()
-            base = [g.eot] + tok.encode(head, add_special_tokens=False).ids
+            head = END_OF_TEXT + template.split("{v}")[0].format(S=person.name).rstrip()
             value = person.facts[rel]
             n += 1
-            alone, p_call = g.continue_sentence(base)
+            alone, p_call, _ = _sentence(lacy, head, max_calls=0)
             p_value.append(p_call)
             right["alone"] += alone == value
             for k in ks:
-                block = _block(person, rel, k, distractors, rng)
-                ids = base + [g.call, g.ev[0]] + tok.encode(format_evidence(block), add_special_tokens=False).ids
-                right[f"k{k}"] += g.continue_sentence(ids + [g.ev[1]])[0] == value
+                oracle.passages = _block(person, rel, k, distractors, rng)
+                copied, _, calls = _sentence(lacy, head, max_calls=1, call_threshold=0.0)
+                assert calls == 1  # threshold 0: the call happens at the first step
+                right[f"k{k}"] += copied == value
     return CopyReport(n, {k: v / max(n, 1) for k, v in right.items()},
                       float(np.mean(p_value)) if p_value else 0.0, float(np.mean(p_subject)) if p_subject else 0.0)
 

@@ -1,301 +1,212 @@
-"""FactScore-style exact fact checking of generated biographies against the ground truth.
+"""FactScore-style evaluation of a trained model through the runtime and the real store.
 
-For each person the model writes a biography from their name (greedy). Every sentence that
-matches a biography template is an atomic claim ``(relation, value)``; it is true when the value
-equals the person's gold value. Two modes:
+For each person the model writes a biography from their name, greedily, with
+:meth:`lacy_mlx.Lacy.stream`:
 
-- ``slm``: the ``<CALL>`` logit is set to -inf (the model alone);
-- ``cascade``: when p(``<CALL>``) >= ``threshold`` the model calls (at most once per sentence); the
-  top-``k`` evidence passages (by the query tower's vector, or with ``query="text"`` by the name
-  plus the current sentence) are appended inline as ``<CALL><EVIDENCE>...</EVIDENCE>`` and
-  decoding continues.
+- *alone*: the gate on (so <CALL> is masked, as LaCy measures the SLM) but no call allowed;
+- *cascade*: at most one call per sentence, answered by a retrieval delegate over a sqlite-vec
+  :class:`~lacy_mlx.store.Store` holding the people's evidence passages (plus distractors), the
+  evidence injected inline; optionally under a call ``budget`` (the runtime's running quantile).
 
-Leakage (cascade mode): at each call, the model's own continuation with ``<CALL>`` at -inf is
-decoded for a few tokens; the call leaks when that continuation states the gold value of the
-sentence's relation. Reported: factual precision, claims per biography, call rate (calls per
-generated token), leakage, split by person groups (e.g. frequent vs rare).
+Every call carries the runtime's ``Call.alone`` probe, from which :mod:`lacy_mlx.train.metrics`
+judges it. People come in three groups: ``frequent`` (seen often in training), ``seen once`` and
+``never seen`` (the run's held-out people, or with ``seed`` a fresh knowledge base: new people
+whose passages go into the store at evaluation time).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import mlx.core as mx
-import numpy as np
-from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
+from lacy_mlx.errors import InputError
+from lacy_mlx.train.corpus import Person, evidence_records, load_people, make_people
+from lacy_mlx.train.metrics import Biography, check_claims, judge_call, summarize
 
-from lacy_mlx.query_tower import QueryTower
-from lacy_mlx.tokens import CALL_TOKEN, END_OF_TEXT, EVIDENCE_END, EVIDENCE_START
-from lacy_mlx.train.bpe import load_tokenizer
-from lacy_mlx.train.copying import format_evidence
-from lacy_mlx.train.corpus import BIO_TEMPLATES, Person, parse_claims
-from lacy_mlx.train.model import lm_logits
+GROUPS = ("frequent", "seen once", "never seen")
+PROBE_TOKENS = 10  # tokens of the model-alone continuation judged at each call
 
 
 @dataclass
-class PersonResult:
-    pid: str
-    text: str
-    claims: list[tuple[str, str, bool]]
-    calls: int
-    tokens: int
-    leaks: int
+class EvalPeople:
+    """The people scored, by group, and the evidence records the store holds for them."""
+
+    groups: dict[str, list[Person]]
+    records: list[dict]
 
 
-@dataclass
-class GroupScore:
-    """Aggregates over a group of people (``precision`` = true claims / claims)."""
+def eval_people(model_dir: str | Path, *, per_group: int = 20, seed: int | None = None, frequent_min: int = 10,
+                distractors: int = 300, groups: Sequence[str] = GROUPS) -> EvalPeople:
+    """The first ``per_group`` people of each group, and the passages of them plus of the first
+    ``distractors`` training people (who compete in retrieval).
 
-    people: int = 0
-    claims: int = 0
-    true_claims: int = 0
-    calls: int = 0
-    tokens: int = 0
-    leaks: int = 0
+    ``frequent``: training people with >= ``frequent_min`` mentions; ``seen once``: 1 mention;
+    ``never seen``: the run's ``heldout.json``, or with ``seed`` ``per_group`` new people drawn
+    with that seed (names distinct from the training people's), their passages made now.
+    """
+    data = Path(model_dir) / "data"
+    if not (data / "ground_truth.json").is_file():
+        raise InputError(f"{model_dir} has no data/ground_truth.json: evaluate a folder written by `lacy-mlx train`")
+    trained = load_people(data / "ground_truth.json")
+    chosen: dict[str, list[Person]] = {}
+    if "frequent" in groups:
+        chosen["frequent"] = [p for p in trained if p.mentions >= frequent_min][:per_group]
+    if "seen once" in groups:
+        chosen["seen once"] = [p for p in trained if p.mentions == 1][:per_group]
+    fresh: list[dict] = []
+    if "never seen" in groups:
+        if seed is None:
+            chosen["never seen"] = load_people(data / "heldout.json")[:per_group]
+        else:
+            _check_fresh_seed(Path(model_dir), seed)
+            unseen = make_people(per_group, seed, max_mentions=1, exclude_names={p.name for p in trained})
+            chosen["never seen"] = unseen
+            fresh = evidence_records(unseen, seed)
+    keep = {p.pid for members in chosen.values() for p in members} | {p.pid for p in trained[:distractors]}
+    with open(data / "evidence.jsonl", encoding="utf-8") as f:
+        records = [r for r in map(json.loads, f) if r["metadata"]["person"] in keep]
+    return EvalPeople(chosen, records + fresh)
 
-    @property
-    def precision(self) -> float:
-        return self.true_claims / self.claims if self.claims else 0.0
 
-    @property
-    def call_rate(self) -> float:
-        return self.calls / self.tokens if self.tokens else 0.0
+def _check_fresh_seed(model_dir: Path, seed: int) -> None:
+    """A fresh knowledge base needs a seed the run did not use: person ids derive from the seed."""
+    cfg_path = model_dir / "training_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    used = {cfg.get("corpus_seed", 1), cfg.get("heldout_seed", 2)}
+    if seed in used:
+        raise InputError(f"--seed {seed} is a seed this model was trained or held out with ({sorted(used)}): "
+                         "pick another one for a fresh knowledge base")
 
-    @property
-    def leakage(self) -> float:
-        return self.leaks / self.calls if self.calls else 0.0
 
-    def add(self, r: PersonResult) -> None:
-        self.people += 1
-        self.claims += len(r.claims)
-        self.true_claims += sum(ok for *_, ok in r.claims)
-        self.calls += r.calls
-        self.tokens += r.tokens
-        self.leaks += r.leaks
+def model_embedder(model_dir: str | Path) -> Any:
+    """The embedder the model's query tower was trained against (else the default one)."""
+    from lacy_mlx.embed import resolve_embedder
+    from lacy_mlx.train.prepare import make_embedder
 
-    def summary(self) -> dict:
-        return {**asdict(self), "precision": round(self.precision, 4), "call_rate": round(self.call_rate, 4),
-                "leakage": round(self.leakage, 4), "claims_per_person": round(self.claims / max(self.people, 1), 2)}
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    name = cfg.get("lacy", {}).get("query_tower", {}).get("embedder")
+    return resolve_embedder(name) if name else make_embedder("default")
+
+
+def fill_store(db: str | Path, records: Sequence[dict], embedder: Any | None = None) -> int:
+    """Ingest ``records`` into the store at ``db`` (created if missing; an upsert); returns its chunks."""
+    from lacy_mlx.store import Store
+
+    with Store.open(db, embedder=embedder) as store:
+        store.add_documents(records, batch_size=256)
+        return int(store.count()["chunks"])
+
+
+def write_biography(lacy: Any, person: Person, *, alone: bool, max_tokens: int = 80,
+                    threshold: float | None = None, budget: float | None = None, probe: int = PROBE_TOKENS,
+                    gate_mode: str | None = None, events: list | None = None) -> Biography:
+    """One biography of ``person`` by ``lacy`` (a :class:`lacy_mlx.Lacy`), scored.
+
+    ``alone``: no call allowed (<CALL> masked); otherwise one call per sentence at most, at the
+    model's ``threshold`` (or the ``budget`` share of tokens); ``gate_mode`` replaces the model's
+    gate mode (``entropy`` for a model never taught <CALL>). ``probe``: tokens of
+    ``Call.alone`` each call is judged by (0: calls are counted but not judged). ``events``: when
+    given, every runtime event is appended to it (the demo prints them).
+    """
+    from lacy_mlx.runtime.events import Call, Done, Token
+
+    gate = {"max_calls": 0 if alone else None, "per_sentence": 1, "call_threshold": threshold,
+            "budget": None if alone else budget, "mode": gate_mode}
+    text, calls, done = "", [], None
+    for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=max_tokens, probe=0 if alone else probe, **gate):
+        if events is not None:
+            events.append(ev)
+        if isinstance(ev, Token):
+            text += ev.text
+        elif isinstance(ev, Call):
+            calls.append(judge_call(person, text, ev.alone or ""))
+        elif isinstance(ev, Done):
+            done = ev
+    assert done is not None
+    return Biography(person.pid, text, check_claims(person, text), calls, done.tokens, done.seconds)
 
 
 @dataclass
 class EvalReport:
-    mode: str
-    groups: dict[str, GroupScore] = field(default_factory=dict)
-    people: list[PersonResult] = field(default_factory=list)
+    """Biographies per setting (``alone``, ``cascade`` or ``budget=0.1``...) and group."""
 
-    def summary(self) -> dict:
-        return {"mode": self.mode, **{g: s.summary() for g, s in self.groups.items()}}
+    model: str
+    groups: dict[str, list[str]]
+    runs: dict[str, dict[str, list[Biography]]] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, dict[str, dict]]:
+        """``{setting: {group: metrics}}`` (:func:`lacy_mlx.train.metrics.summarize`), recall against alone."""
+        alone = self.runs.get("alone", {})
+        return {setting: {g: summarize(bios, alone.get(g) if setting != "alone" else None)
+                          for g, bios in by_group.items()}
+                for setting, by_group in self.runs.items()}
 
-class Retriever:
-    """Brute-force top-k over evidence passages, by query-tower vector or by text."""
-
-    def __init__(self, passages: list[str], embeddings: np.ndarray, embedder=None) -> None:
-        self.passages, self.emb, self.embedder = passages, embeddings.astype(np.float32), embedder
-
-    def by_vector(self, q: np.ndarray, k: int) -> list[str]:
-        return [self.passages[i] for i in np.argsort(-(self.emb @ q))[:k]]
-
-    def by_text(self, text: str, k: int) -> list[str]:
-        return self.by_vector(self.embedder.embed(text), k)
-
-
-class BiographyWriter:
-    """Greedy biography generation with an optional cascade, for one loaded model folder."""
-
-    def __init__(self, model, model_dir: str | Path, *, threshold: float = 0.5, k: int = 3,
-                 max_tokens: int = 110, probe_tokens: int = 10, query: str = "auto") -> None:
-        self.model = model
-        self.tok = load_tokenizer(model_dir)
-        self.ids = {t: self.tok.token_to_id(t) for t in (CALL_TOKEN, END_OF_TEXT, EVIDENCE_START, EVIDENCE_END)}
-        self.tower = QueryTower.load(model_dir)
-        self.threshold, self.k, self.max_tokens, self.probe_tokens = threshold, k, max_tokens, probe_tokens
-        if query not in ("auto", "latent", "text"):  # the runtime's names: latent = the query tower
-            raise ValueError(f"query must be 'auto', 'latent' or 'text', got {query!r}")
-        self.query = query
-
-    def _forward(self, ids: list[int], cache) -> tuple[mx.array, mx.array]:
-        h = self.model.model(mx.array(ids)[None], cache=cache)[:, -1]  # (1, H)
-        return h, lm_logits(self.model, h)[0].astype(mx.float32)
-
-    def _probe(self, logits: mx.array, cache, n: int) -> str:
-        """The model's own next ``n`` tokens with <CALL> at -inf; the cache is trimmed back after."""
-        out, fed = [], 0
-        logits = mx.array(logits)
-        for i in range(n):
-            logits[self.ids[CALL_TOKEN]] = -mx.inf
-            t = int(mx.argmax(logits))
-            if t == self.ids[END_OF_TEXT]:
-                break
-            out.append(t)
-            if i == n - 1:
-                break
-            _, logits = self._forward([t], cache)
-            fed += 1
-        trim_prompt_cache(cache, fed)
-        return self.tok.decode(out)
-
-    def write(self, person: Person, retriever: Retriever | None, mode: str) -> PersonResult:
-        call_id, eot = self.ids[CALL_TOKEN], self.ids[END_OF_TEXT]
-        context = [eot] + self.tok.encode(person.name, add_special_tokens=False).ids
-        gen: list[int] = list(context[1:])
-        cache = make_prompt_cache(self.model)
-        h, logits = self._forward(context, cache)
-        calls = leaks = tokens = 0
-        may_call = True  # one call per sentence: a call's value is written before the next may start
-        while tokens < self.max_tokens:
-            p_call = float(mx.softmax(logits)[call_id])
-            if mode == "cascade" and retriever is not None and may_call and p_call >= self.threshold:
-                calls += 1
-                may_call = False
-                leaks += self._leaked(person, gen, self._probe(logits, cache, self.probe_tokens))
-                if self.tower is not None and self.query in ("auto", "latent"):
-                    passages = retriever.by_vector(np.array(self.tower(h)[0]), self.k)
-                else:  # the subject's name plus the sentence so far, for any text embedder
-                    passages = retriever.by_text(f"{person.name}: {self._sentence(gen)}", self.k)
-                block = [call_id, self.ids[EVIDENCE_START]]
-                block += self.tok.encode(format_evidence(passages), add_special_tokens=False).ids
-                block.append(self.ids[EVIDENCE_END])
-                context += block
-                h, logits = self._forward(block, cache)
-                logits[call_id] = -mx.inf  # no second call before a value token is written
-            logits[call_id] = -mx.inf
-            t = int(mx.argmax(logits))
-            if t == eot:
-                break
-            tokens += 1
-            context.append(t)
-            gen.append(t)
-            may_call = may_call or "." in self.tok.id_to_token(t)
-            h, logits = self._forward([t], cache)
-        text = self.tok.decode(gen)
-        claims = [(rel, v, v == person.facts.get(rel)) for rel, v in parse_claims(text)]
-        return PersonResult(person.pid, text, claims, calls, tokens, leaks)
-
-    def _sentence(self, gen: list[int]) -> str:
-        text = self.tok.decode(gen)
-        return text[text.rfind(".") + 1:].strip() or text
-
-    def _leaked(self, person: Person, gen: list[int], probe: str) -> bool:
-        """Does the model, forbidden to call (``probe``), state the gold value of this sentence's relation?"""
-        sentence = self._sentence(gen)
-        rel = _relation_of(sentence)
-        if rel is None:
-            return any(v in sentence + probe for v in person.facts.values())
-        return person.facts[rel] in sentence + probe
+    def table(self) -> str:
+        """A fixed-width table, one row per setting and group."""
+        cols = ("factual_precision", "claims_per_bio", "call_rate", "call_precision", "call_recall", "leakage",
+                "tokens_per_s")
+        heads = ("precision", "claims/bio", "calls/tok", "call prec", "call rec", "leakage", "tok/s")
+        lines = [f"{'setting':<12} {'group':<11} {'true/claims':>11} " + " ".join(f"{h:>10}" for h in heads)]
+        for setting, by_group in self.summary().items():
+            for g, m in by_group.items():
+                vals = " ".join(f"{'-' if m[c] is None else format(m[c], '.1f' if c == 'tokens_per_s' else '.3f'):>10}"
+                                for c in cols)
+                lines.append(f"{setting:<12} {g:<11} {str(m['true_claims']) + '/' + str(m['claims']):>11} {vals}")
+        return "\n".join(lines)
 
 
-def _relation_of(prefix: str) -> str | None:
-    """The relation whose template head the sentence prefix matches (e.g. "She was born in")."""
-    best = None
-    for rel, temps in BIO_TEMPLATES.items():
-        for t in temps:
-            head = t.split("{v}")[0]
-            words = head.replace("{S}", "").replace("{P}", "").replace("{p}", "").split()
-            if words and prefix.split()[-len(words):] == words:
-                best = rel
-    return best
+def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: int = 20, seed: int | None = None,
+             budgets: Sequence[float | None] = (None,), threshold: float | None = None, max_tokens: int = 80,
+             query: str = "auto", k: int | None = None, distractors: int = 300, frequent_min: int = 10,
+             groups: Sequence[str] = GROUPS, gate_mode: str | None = None) -> EvalReport:
+    """Score ``model_dir`` alone and through the cascade, for each of ``budgets`` (None: the
+    model's own threshold), on the groups of :func:`eval_people`.
 
-
-def evaluate(model_dir: str | Path, people: list[Person], *, mode: str = "cascade",
-             groups: dict[str, set[str]] | None = None, passages: list[dict] | None = None,
-             threshold: float = 0.5, k: int = 3, max_tokens: int = 110, query: str = "auto") -> EvalReport:
-    """Write a biography per person and check its claims; ``groups`` maps a name to person ids."""
-    from mlx_lm import load
+    ``db``: the evidence store file (filled if needed; default: a temporary file). ``query``:
+    ``latent`` (the query tower), ``text`` (name plus sentence, through the store's embedder) or
+    ``auto`` (latent when the folder has a tower). ``k``: passages per call (default: the model's).
+    ``gate_mode``: see :func:`write_biography` (the budget then moves that mode's threshold).
+    """
+    import lacy_mlx
+    from lacy_mlx.query_tower import QueryTower
+    from lacy_mlx.runtime.delegates import TextQuery
 
     model_dir = Path(model_dir)
-    model, _ = load(str(model_dir))
-    writer = BiographyWriter(model, model_dir, threshold=threshold, k=k, max_tokens=max_tokens, query=query)
-    retriever = _retriever(model_dir, passages) if mode == "cascade" else None
-    report = EvalReport(mode, {"all": GroupScore(), **{g: GroupScore() for g in (groups or {})}})
-    for person in people:
-        r = writer.write(person, retriever, mode)
-        report.people.append(r)
-        report.groups["all"].add(r)
-        for g, ids in (groups or {}).items():
-            if person.pid in ids:
-                report.groups[g].add(r)
+    if query not in ("auto", "latent", "text"):
+        raise InputError(f"query must be 'auto', 'latent' or 'text', got {query!r}")
+    chosen = eval_people(model_dir, per_group=per_group, seed=seed, frequent_min=frequent_min,
+                         distractors=distractors, groups=groups)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(db) if db is not None else Path(tmp) / "evidence.db"
+        fill_store(db, chosen.records, model_embedder(model_dir))
+        if query == "auto":
+            query = "latent" if QueryTower.load(model_dir) is not None else "text"
+        lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else "latent",
+                             k=k)
+        report = EvalReport(model_dir.name, {g: [p.pid for p in ps] for g, ps in chosen.groups.items()})
+        settings: list[tuple[str, bool, float | None]] = [("alone", True, None)]
+        settings += [("cascade" if b is None else f"budget={b:g}", False, b) for b in budgets]
+        try:
+            for name, alone, budget in settings:
+                report.runs[name] = {
+                    g: [write_biography(lacy, p, alone=alone, max_tokens=max_tokens, threshold=threshold,
+                                        budget=budget, gate_mode=gate_mode) for p in ps]
+                    for g, ps in chosen.groups.items()
+                }
+        finally:
+            lacy.store.close()
     return report
 
 
-def _retriever(model_dir: Path, passages: list[dict] | None) -> Retriever:
-    from lacy_mlx.embed import resolve_embedder
-
-    from_folder = passages is None
-    if from_folder:
-        passages = [json.loads(line) for line in (model_dir / "data" / "evidence.jsonl").open(encoding="utf-8")]
-    cfg = json.loads((model_dir / "config.json").read_text())
-    name = cfg.get("lacy", {}).get("query_tower", {}).get("embedder")
-    from lacy_mlx.train.prepare import make_embedder
-
-    embedder = resolve_embedder(name) if name else make_embedder("default")
-    texts = [p["text"] for p in passages]
-    cached = model_dir / "data" / "passages.npy"
-    meta = model_dir / "data" / "passages.json"
-    if from_folder and cached.is_file() and meta.is_file() and json.loads(meta.read_text())["embedder"] == embedder.name:
-        emb = np.load(cached)  # embeddings of evidence.jsonl, row for row, saved by training
-    else:
-        emb = np.concatenate(list(embedder.embed_iter(texts, 64)))
-    return Retriever(texts, emb, embedder)
-
-
-def demo_groups(model_dir: str | Path, *, per_group: int = 40, frequent_min: int = 10) -> tuple[list[Person], dict]:
-    """People to score from a trained folder: frequent (>= ``frequent_min`` mentions), rare (1), held-out."""
-    from lacy_mlx.train.corpus import load_people
-
-    data = Path(model_dir) / "data"
-    people = load_people(data / "ground_truth.json")
-    frequent = [p for p in people if p.mentions >= frequent_min][:per_group]
-    rare = [p for p in people if p.mentions == 1][:per_group]
-    heldout = load_people(data / "heldout.json")[:per_group]
-    groups = {"frequent": {p.pid for p in frequent}, "rare": {p.pid for p in rare},
-              "heldout": {p.pid for p in heldout}}
-    return frequent + rare + heldout, groups
-
-
-def copy_probe_groups(model_dir: str | Path, people: list[Person], groups: dict[str, set[str]], *,
-                      per_group: int = 10) -> dict:
-    """:func:`lacy_mlx.train.copy_eval.copy_probe` summaries for the first ``per_group`` people of each group."""
-    from mlx_lm import load
-
+def copy_probe_groups(model_dir: str | Path, *, per_group: int = 10, seed: int | None = None,
+                      frequent_min: int = 10) -> dict[str, dict]:
+    """:func:`lacy_mlx.train.copy_eval.copy_probe` summaries for the first ``per_group`` people of each
+    group of :func:`eval_people` (distractor passages drawn from the training people)."""
     from lacy_mlx.train.copy_eval import copy_probe
 
-    model, _ = load(str(model_dir))
-    tok = load_tokenizer(model_dir)
-    out = {}
-    for name, ids in groups.items():
-        members = [p for p in people if p.pid in ids][:per_group]
-        out[name] = copy_probe(model, tok, members, distractors=people).summary()
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lacy_mlx.train.evaluate MODEL_DIR``: FactScore-style numbers, SLM alone vs cascade."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("model_dir")
-    ap.add_argument("--per-group", type=int, default=40)
-    ap.add_argument("--threshold", type=float, default=0.5)
-    ap.add_argument("--k", type=int, default=None, help="passages per call (default: the model's lacy.retrieval.k, else 3)")
-    ap.add_argument("--query", nargs="+", default=["latent", "text"], choices=("latent", "text"),
-                    help="latent: the query tower; text: the name plus the sentence so far")
-    a = ap.parse_args(argv)
-    people, groups = demo_groups(a.model_dir, per_group=a.per_group)
-    if a.k is None:
-        from lacy_mlx.tokens import read_lacy_section
-
-        a.k = int(read_lacy_section(a.model_dir).retrieval.get("k", 3))
-    print(json.dumps({"copy_probe": copy_probe_groups(a.model_dir, people, groups, per_group=min(a.per_group, 10))}))
-    print(json.dumps(evaluate(a.model_dir, people, mode="slm", groups=groups).summary()))
-    for query in a.query:
-        report = evaluate(a.model_dir, people, mode="cascade", groups=groups, threshold=a.threshold, k=a.k,
-                          query=query)
-        print(json.dumps({"query": query, **report.summary()}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    chosen = eval_people(model_dir, per_group=per_group, seed=seed, frequent_min=frequent_min, distractors=0)
+    trained = load_people(Path(model_dir) / "data" / "ground_truth.json")
+    return {g: copy_probe(model_dir, ps, distractors=trained).summary() for g, ps in chosen.groups.items()}

@@ -72,8 +72,10 @@ class RetrievalDelegate:
     """Search ``store`` (a :class:`lacy_mlx.store.Store`) at each call; the hits become evidence.
 
     ``query``: ``"text"`` (default), ``"latent"`` (needs ``tower``), or a builder object with
-    ``build(ctx)`` and ``needs_hidden``. ``k`` hits are kept, those scoring below ``min_score``
-    (cosine) dropped. ``filters`` are passed to ``store.search``.
+    ``build(ctx)`` and ``needs_hidden``. ``k`` hits are kept, those whose cosine is below
+    ``min_score`` dropped (keyword-only hits have no cosine and stay). ``filters`` and ``mode``
+    (None: the store's default, hybrid for text queries and vector for latent ones) are passed
+    to ``store.search``.
     """
 
     kind = "retrieval"
@@ -87,6 +89,7 @@ class RetrievalDelegate:
         k: int = 3,
         min_score: float | None = None,
         filters: dict[str, Any] | None = None,
+        mode: str | None = None,
         name: str = "retrieval",
     ) -> None:
         self.store = store
@@ -94,6 +97,7 @@ class RetrievalDelegate:
         self.k = k
         self.min_score = min_score
         self.filters = filters
+        self.mode = mode
         self.name = name
 
     @property
@@ -106,9 +110,10 @@ class RetrievalDelegate:
 
     def __call__(self, ctx: CallContext) -> Help:
         q = self.builder.build(ctx)
-        hits = self.store.search(q, k=self.k, filters=self.filters)
+        extra = {} if self.mode is None else {"mode": self.mode}
+        hits = self.store.search(q, k=self.k, filters=self.filters, **extra)
         if self.min_score is not None:
-            hits = [h for h in hits if h.score >= self.min_score]
+            hits = [h for h in hits if _cosine(h) is None or _cosine(h) >= self.min_score]
         shown = q if isinstance(q, str) else "<latent>"
         return Help(
             kind="evidence",
@@ -138,6 +143,11 @@ def _builder(query: Any, tower: QueryTower | None, store: Any) -> Any:
     if hasattr(query, "build"):
         return query
     raise InputError(f"query must be 'text', 'latent' or a builder with build(ctx); got {query!r}")
+
+
+def _cosine(hit: Any) -> float | None:
+    """A hit's cosine similarity: ``hit.cosine`` from a lacy store, else ``hit.score`` (any other store)."""
+    return getattr(hit, "cosine", hit.score)
 
 
 def _source(hit: Any) -> str:
