@@ -264,7 +264,7 @@ def test_cli_errors_use_flags(tmp_path, capsys):
     db = tmp_path / "kb.db"
     with Store.open(db, embedder=HashedEmbedder(dim=16)) as s:
         s.add_documents(["text"])
-    rc = main(["search", "x", "--db", str(db), "--exact", "-k", "5000"])
+    rc = main(["search", "x", "--db", str(db), "--exact", "--mode", "vector", "-k", "5000"])
     err = capsys.readouterr().err
     assert rc == 1 and "--fast" in err and "fast=True" not in err
 
