@@ -105,7 +105,19 @@ def _read_index(index_path: Path) -> tuple[list[Path], set[str]]:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CorruptFileError(f"{index_path}: not a shard index (needs a 'weight_map' object): {exc}") from exc
-    files = [index_path.parent / name for name in sorted(set(weight_map.values()))]
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+        raise CorruptFileError(f"{index_path}: the 'weight_map' must map tensor names to shard file names")
+    root = index_path.parent.resolve()
+    files = []
+    for name in sorted(set(weight_map.values())):
+        path = index_path.parent / name
+        # An index is data from the download: a shard name must not lead out of the checkpoint folder.
+        if Path(name).is_absolute() or not path.resolve().is_relative_to(root):
+            raise CorruptFileError(
+                f"{index_path}: lists shard {name!r}, which is outside the checkpoint folder; "
+                "shards must be files in the same folder as the index"
+            )
+        files.append(path)
     for path in files:
         if not path.is_file():
             raise MissingWeightsError(f"{index_path}: lists shard {path.name}, which is missing")

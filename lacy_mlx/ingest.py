@@ -1,7 +1,8 @@
 """Turn files and folders (.txt, .md, .jsonl) into documents for the store.
 
-A file that is not UTF-8, or a JSONL line that is not a JSON object with text, is skipped with a
-warning; the rest is ingested. Each file's external id is its resolved path (``file://`` URI), so
+A file that is not UTF-8, or a JSONL line that is not a JSON object with text (or whose document
+the store would refuse, e.g. metadata holding NaN), is skipped with a warning naming the file and
+line; the rest is ingested. A UTF-8 byte order mark is dropped. Each file's external id is its resolved path (``file://`` URI), so
 ingesting the same file again adds nothing and an edited file replaces its old version.
 """
 from __future__ import annotations
@@ -38,22 +39,37 @@ def _title(path: Path, text: str) -> str:
         for line in text.splitlines():
             if line.startswith("# "):
                 return line[2:].strip()
-    return path.stem
+    return _readable(path.stem)
 
 
-def read_documents(path: Path) -> Iterator[DocumentInput]:
-    """Documents from one file; warns and yields nothing for an unreadable file."""
+def _readable(name: str | Path) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates) become U+FFFD."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def read_documents(path: Path, *, skipped_files: list[str] | None = None) -> Iterator[DocumentInput]:
+    """Documents from one file; warns and yields nothing for an unreadable file (its path is then
+    appended to ``skipped_files`` when given)."""
+
+    def skip_file(reason: str) -> None:
+        warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
+        if skipped_files is not None:
+            skipped_files.append(str(path))
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is not part of the text
     except UnicodeDecodeError as exc:
-        warnings.warn(f"skipped {path}: not UTF-8 text (byte {exc.start}); convert it to UTF-8", stacklevel=2)
+        skip_file(f"not UTF-8 text (byte {exc.start}); convert it to UTF-8")
+        return
+    except OSError as exc:
+        skip_file(f"cannot be read ({exc.strerror or exc})")
         return
     uri = path.resolve().as_uri()
     if path.suffix.lower() != ".jsonl":
         if not text.strip():
-            warnings.warn(f"skipped {path}: the file is empty", stacklevel=2)
+            skip_file("the file is empty")
             return
-        yield DocumentInput(text=text, external_id=uri, title=_title(path, text), metadata={"source": str(path)})
+        yield DocumentInput(text=text, external_id=uri, title=_title(path, text), metadata={"source": _readable(path)})
         return
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -66,14 +82,20 @@ def read_documents(path: Path) -> Iterator[DocumentInput]:
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             warnings.warn(f"skipped {path}:{lineno}: expected an object with a 'text' string", stacklevel=2)
             continue
-        doc = DocumentInput.coerce(obj)
-        if doc.external_id is None:
-            doc.external_id = f"{uri}#L{lineno}"
-        doc.metadata.setdefault("source", str(path))
+        try:
+            doc = DocumentInput.coerce(obj)
+            if doc.external_id is None:
+                doc.external_id = f"{uri}#L{lineno}"
+            if isinstance(doc.metadata, dict):
+                doc.metadata.setdefault("source", _readable(path))
+            doc.validate(lineno)  # the store would refuse it: skip this line, not the batch
+        except InputError as exc:
+            warnings.warn(f"skipped {path}:{lineno}: {exc}", stacklevel=2)
+            continue
         yield doc
 
 
-def iter_documents(paths: Iterable[str | Path]) -> Iterator[DocumentInput]:
+def iter_documents(paths: Iterable[str | Path], *, skipped_files: list[str] | None = None) -> Iterator[DocumentInput]:
     """Every document in ``paths`` (files and folders), file by file in sorted order."""
     for path in find_files(paths):
-        yield from read_documents(path)
+        yield from read_documents(path, skipped_files=skipped_files)

@@ -56,7 +56,7 @@ def test_ingest_search_and_maintain(tmp_path, corpus):
     assert "rhine" in cli("store", "list", "--db", db).stdout
     assert "deleted 1" in cli("store", "delete", "rhine", "--db", db).stdout
     missing = cli("store", "delete", "rhine", "--db", db, ok=False)
-    assert missing.returncode == 1 and "no document with id rhine" in missing.stderr
+    assert missing.returncode == 1 and "no document with external id rhine" in missing.stderr
     assert "vacuumed" in cli("store", "vacuum", "--db", db).stdout
     assert "exact" in cli("store", "mode", "exact", "--db", db).stdout
     assert json.loads(cli("store", "stats", "--db", db, "--json").stdout)["documents"] == 3

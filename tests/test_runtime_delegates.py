@@ -212,10 +212,11 @@ def test_model_delegate_cascade_reuses_its_cache(tiny, helper_dir):
     evid = [e for e in events if isinstance(e, Evidence)]
     assert len(evid) >= 2 and all(e.kind == "continuation" and e.injection == "append" for e in evid)
     assert any(isinstance(e, Token) and e.source == "delegate" for e in events)
-    # Each span equals what a fresh helper (no cache) writes for the same text.
-    for ctx, ev in zip(helper.contexts, evid):
+    # Each span equals what a fresh helper (no cache) writes for the same text (the last one may be
+    # cut where max_tokens ends the answer: the event carries what was appended).
+    for i, (ctx, ev) in enumerate(zip(helper.contexts, evid)):
         fresh = ModelDelegate(hm, ht, max_words=1, max_tokens=6)(ctx)
-        assert fresh.text == ev.text
+        assert fresh.text == ev.text or (i == len(evid) - 1 and fresh.text.startswith(ev.text))
     assert helper.reused_tokens > 0
     assert helper.prefilled_tokens < sum(len(ht.encode(c.full_text)) for c in helper.contexts)
     assert helper.cache[0].offset == len(helper.cached_ids)

@@ -1,7 +1,8 @@
 """``lacy-mlx chat --model M [--db FILE]``: a streaming REPL; calls inline, sources after each answer.
 
-Slash commands change the gate between turns: ``/gate MODE``, ``/threshold [call|entropy] VALUE``,
-``/budget SHARE|off``, ``/stats``, ``/reset``, ``/help``, ``/quit``.
+Slash commands change the gate between turns: ``/gate MODE``, ``/threshold [call|entropy] [VALUE]``,
+``/budget SHARE|off``, ``/stats``, ``/reset``, ``/help``, ``/quit``. Ctrl-C stops the answer being
+written and returns to the prompt; Ctrl-C at the prompt (or Ctrl-D) leaves.
 """
 from __future__ import annotations
 
@@ -13,30 +14,37 @@ from lacy_mlx.cli.runtime_options import (
     EventPrinter,
     add_gate_options,
     add_model_options,
+    add_prompt_options,
     add_sampling_options,
     build_lacy,
     sampling,
     stats_line,
 )
+from lacy_mlx.cli import cli_words
+from lacy_mlx.cli.terminal import inert
 from lacy_mlx.errors import LacyError
 
 HELP = """commands:
   /gate MODE                 call | entropy | either | off
-  /threshold [call|entropy] V  set a threshold (default: the current mode's)
+  /threshold [call|entropy] [V]  show or set a threshold (default: the current mode's)
   /budget SHARE|off          target share of tokens that call, e.g. 0.2
   /stats                     statistics of the last answer and the session
   /reset                     forget the conversation
   /help                      this text
-  /quit                      leave (Ctrl-D too)"""
+  /quit                      leave (Ctrl-D, or Ctrl-C at the prompt)
+Ctrl-C while an answer streams stops it and keeps what was written."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "chat",
         help="chat with a model in the terminal",
-        description="A streaming chat REPL: calls show inline, sources after each answer. Type /help for commands.",
+        description="A streaming chat REPL: calls show inline, sources after each answer. Type /help for "
+        "commands. Models without a chat template get plain 'User: ...' / 'Assistant:' lines. Ctrl-C stops "
+        "an answer; at the prompt it leaves.",
     )
     add_model_options(p)
+    add_prompt_options(p)
     add_gate_options(p)
     add_sampling_options(p)
     p.set_defaults(func=run)
@@ -50,13 +58,13 @@ class ChatSession:
         self.args = args
         self.out = out
         self.printer = EventPrinter(out)
+        self.system = getattr(args, "system_prompt", None)
         self.history: list[dict[str, str]] = []
         self.last = None
         self.totals = {"answers": 0, "tokens": 0, "calls": 0}
-        self.use_chat = getattr(lacy.tokenizer, "has_chat_template", False)
 
     def say(self, text: str) -> None:
-        self.out.write(text + "\n")
+        self.out.write(inert(text) + "\n")
         self.out.flush()
 
     def command(self, line: str) -> bool:
@@ -84,16 +92,21 @@ class ChatSession:
             else:
                 self.say(f"unknown command /{name}; /help lists them")
         except (LacyError, ValueError) as exc:
-            self.say(f"error: {exc}")
+            self.say(f"error: {cli_words(str(exc))}")
         return True
 
     def _threshold(self, rest: str) -> None:
         parts = rest.split()
         gate = self.lacy.gate
-        which = parts[0] if len(parts) == 2 else ("entropy" if gate.mode == "entropy" else "call")
-        if not parts or which not in ("call", "entropy"):
-            raise ValueError("usage: /threshold [call|entropy] VALUE")
-        value = float(parts[-1])
+        default = "entropy" if gate.mode == "entropy" else "call"
+        which = parts[0] if parts and parts[0] in ("call", "entropy") else default
+        values = parts[1:] if parts and parts[0] in ("call", "entropy") else parts
+        if len(values) > 1:
+            raise ValueError("usage: /threshold [call|entropy] [VALUE]")
+        if not values:  # show it
+            self.say(f"{which} threshold: {getattr(gate, f'{which}_threshold'):g}")
+            return
+        value = float(values[0])
         self.lacy.gate = gate.with_(**{f"{which}_threshold": value})
         self.say(f"{which} threshold: {value:g}")
 
@@ -108,25 +121,37 @@ class ChatSession:
         self.say(f"session: {t['answers']} answers, {t['tokens']} tokens, {t['calls']} calls")
 
     def answer(self, text: str) -> None:
+        """Stream one answer; the conversation (chat template, or plain lines without one) keeps it.
+
+        Ctrl-C stops the answer: what was written so far stays in the history.
+        """
         self.history.append({"role": "user", "content": text})
-        prompt = list(self.history) if self.use_chat else text
+        system = [{"role": "system", "content": self.system}] if self.system else []
         parts: list[str] = []
+        done = None
         try:
-            for ev in self.lacy.stream(prompt, max_tokens=self.args.max_tokens, sampling=sampling(self.args)):
+            for ev in self.lacy.stream(system + self.history, max_tokens=self.args.max_tokens,
+                                       sampling=sampling(self.args)):
                 self.printer.event(ev)
                 if type(ev).__name__ == "Token":
                     parts.append(ev.text)
                 elif type(ev).__name__ == "Done":
-                    self.last = ev
+                    done = ev
         except LacyError as exc:
             self.history.pop()
-            self.say(f"\nerror: {exc}")
+            self.say(f"\nerror: {cli_words(str(exc))}")
             return
-        self.printer.end()
+        except KeyboardInterrupt:
+            self.printer.end()
+            self.say("[stopped]")
+        else:
+            self.printer.end()
         self.history.append({"role": "assistant", "content": "".join(parts)})
         self.totals["answers"] += 1
-        self.totals["tokens"] += self.last.tokens
-        self.totals["calls"] += self.last.calls
+        if done is not None:
+            self.last = done
+            self.totals["tokens"] += done.tokens
+            self.totals["calls"] += done.calls
 
 
 def _set_budget(gate: Any, value: str) -> Any:
@@ -138,12 +163,17 @@ def _set_budget(gate: Any, value: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    sampling(args)  # invalid settings fail before the model loads
     lacy = build_lacy(args)
     session = ChatSession(lacy, args, sys.stdout)
     interactive = sys.stdin.isatty()
     session.say(f"lacy-mlx chat with {lacy.name} (gate {lacy.gate.mode}, injection {lacy.injection}); /help for commands")
     while True:
-        line = _read_line(interactive)
+        try:
+            line = _read_line(interactive)
+        except KeyboardInterrupt:  # Ctrl-C at the prompt leaves (during an answer it only stops that)
+            session.say("")
+            break
         if line is None:  # EOF (Ctrl-D)
             break
         line = line.strip()

@@ -8,12 +8,15 @@ from lacy_mlx.cli.runtime_options import (
     EventPrinter,
     add_gate_options,
     add_model_options,
+    add_prompt_options,
     add_sampling_options,
     build_lacy,
     event_json,
     sampling,
     stats_line,
 )
+from lacy_mlx.cli.terminal import inert
+from lacy_mlx.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(retrieval from --db, or --helper-model) and the call is shown inline.",
     )
     add_model_options(p)
-    p.add_argument("--prompt", required=True, help="the prompt text")
+    p.add_argument("--prompt", required=True, help="the prompt text; - reads it from standard input")
     p.add_argument("--raw-prompt", action="store_true",
                    help="continue the prompt as plain text instead of applying the chat template")
+    add_prompt_options(p)
     add_gate_options(p)
     add_sampling_options(p)
     p.add_argument("--json", action="store_true", help="print every event as a JSON line")
@@ -35,17 +39,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # `echo TEXT |` ends the prompt with a newline the user did not mean as part of it.
+    text = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
+    if not text.strip():
+        raise InputError("the prompt is empty: give some text (--prompt TEXT, or --prompt - with text on stdin)")
+    if args.raw_prompt and args.system_prompt:
+        raise InputError("--system-prompt needs a conversation; it cannot go with --raw-prompt")
+    samp = sampling(args)  # invalid settings fail before the model loads
     lacy = build_lacy(args)
-    use_chat = not args.raw_prompt and getattr(lacy.tokenizer, "has_chat_template", False)
-    prompt = [{"role": "user", "content": args.prompt}] if use_chat else args.prompt
+    use_chat = not args.raw_prompt and (getattr(lacy.tokenizer, "has_chat_template", False) or args.system_prompt)
+    system = [{"role": "system", "content": args.system_prompt}] if args.system_prompt else []
+    prompt = system + [{"role": "user", "content": text}] if use_chat else text
     printer = EventPrinter(sys.stdout)
     done = None
-    for ev in lacy.stream(prompt, max_tokens=args.max_tokens, sampling=sampling(args)):
+    for ev in lacy.stream(prompt, max_tokens=args.max_tokens, sampling=samp):
         if args.json:
             print(event_json(ev), flush=True)
         elif args.quiet:
             if type(ev).__name__ == "Token":
-                sys.stdout.write(ev.text)
+                sys.stdout.write(inert(ev.text))
         else:
             printer.event(ev)
         if type(ev).__name__ == "Done":

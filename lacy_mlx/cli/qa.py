@@ -7,6 +7,7 @@ import json
 import sys
 
 from lacy_mlx.cli.runtime_options import add_gate_options, add_model_options, build_lacy, gate_changes
+from lacy_mlx.cli.terminal import inert
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep:
         gates = [lacy.gate.with_(mode="entropy", entropy_threshold=float(v), budget=None) for v in args.sweep.split(",")]
     show = (lambda a: print(f"  [{'ok' if a.correct else '--'}] {a.question.id} calls={a.calls} "
-                            f"{' '.join(a.text.split())[:100]}", file=sys.stderr, flush=True)) if args.show else None
+                            f"{inert(' '.join(a.text.split())[:100])}", file=sys.stderr, flush=True)) if args.show else None
     reports = []
     for mode in modes:
         for gate in gates if mode == "gate" else [None]:

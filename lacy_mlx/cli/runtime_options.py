@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, TextIO
 
+from lacy_mlx.cli import cli_words
+from lacy_mlx.cli.terminal import inert
 from lacy_mlx.gate import MODES
 
 
@@ -29,12 +31,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--helper-words", type=int, default=1, help="words the helper model writes per call (default 1)")
     p.add_argument("--injection", choices=["auto", "inline", "prefix"], default="auto",
                    help="inline: evidence in the KV cache (models with <CALL>/<EVIDENCE>); prefix: FLARE style")
-    p.add_argument("--query", choices=["text", "latent"], default="text",
-                   help="retrieval query: masked current sentence, or the model's query tower")
+    p.add_argument("--query", choices=["text", "latent"], default=None,
+                   help="retrieval query: text (the masked current sentence) or latent (the model's query "
+                   "tower); default: the model's own (latent when it ships a tower that fits the store)")
     p.add_argument("--placement", choices=["system", "user"], default="system",
                    help="prefix injection in chat prompts: passages in the system turn (default) or the user's")
     p.add_argument("-k", type=int, default=None,
                    help="passages retrieved per call (default: the model's lacy.retrieval.k, else 3)")
+
+
+def add_prompt_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system-prompt", metavar="TEXT",
+                   help="a system message before the conversation (chat template, or a 'System:' line without one)")
 
 
 def add_gate_options(p: argparse.ArgumentParser) -> None:
@@ -114,13 +122,15 @@ class EventPrinter:
         self.sources: dict[str, None] = {}
 
     def paint(self, kind: str, text: str) -> str:
+        """``text`` made inert (:func:`~lacy_mlx.cli.terminal.inert`), in the colour of ``kind``."""
+        text = inert(text)
         return f"\x1b[{_CODES[kind]}m{text}\x1b[0m" if self.color else text
 
     def event(self, ev: Any) -> None:
         from lacy_mlx.runtime import Call, DelegateError, Evidence, Token
 
         if isinstance(ev, Token):
-            text = self.paint("delegate", ev.text) if ev.source == "delegate" and ev.text else ev.text
+            text = self.paint("delegate", ev.text) if ev.source == "delegate" and ev.text else inert(ev.text)
             self.out.write(text)
         elif isinstance(ev, Call):
             hits = f", {len(ev.hits)} hits" if ev.hits else ""
@@ -132,7 +142,7 @@ class EventPrinter:
             if self.show_evidence and ev.kind == "evidence":
                 self.out.write(self.paint("evidence", f" [{ev.injection}: {_short(ev.text)}]"))
         elif isinstance(ev, DelegateError):
-            self.out.write(self.paint("error", f" [no help: {ev.reason}]"))
+            self.out.write(self.paint("error", f" [no help: {cli_words(ev.reason)}]"))
         self.out.flush()
 
     def end(self) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import asdict
 
+from lacy_mlx.cli.terminal import inert
 from lacy_mlx.errors import InputError
 from lacy_mlx.store import DEFAULT_TEXT_MODE, RETRIEVAL_MODES, SearchHit, Store
 
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", action="store_true", help="scan with sqlite-vec instead of the fast mirror")
     mode.add_argument("--fast", action="store_true", help="use the in-memory mirror (the default for new stores)")
-    p.add_argument("--json", action="store_true", help="print JSON lines, one hit per line")
+    p.add_argument("--json", action="store_true", help="print JSON lines, one hit per line (full text)")
+    p.add_argument("--full", action="store_true", help="print each chunk's whole text instead of one clipped line")
     p.set_defaults(func=run)
 
 
@@ -41,16 +43,21 @@ def parse_filters(items: list[str]) -> dict:
     return out
 
 
-def format_table(hits: list[SearchHit], width: int | None = None) -> str:
-    """Hits as a fixed-width table: rank, score, source and chunk position, then the text clipped to the terminal."""
+def format_table(hits: list[SearchHit], width: int | None = None, *, full: bool = False) -> str:
+    """Hits as a fixed-width table: rank, score, source and chunk position, then the text clipped to
+    the terminal (``full``: the whole chunk text under each row). Control characters are made inert."""
     width = width or shutil.get_terminal_size((100, 20)).columns
     lines = [f"{'#':>2}  {'score':>6}  {'source':<28}  text"]
     for rank, h in enumerate(hits, 1):
-        source = (h.title or h.external_id or str(h.document_id))[:24] + f" [{h.ordinal}]"
-        text = " ".join(h.text.split())
+        source = inert((h.title or h.external_id or str(h.document_id))[:24]) + f" [{h.ordinal}]"
+        if full:
+            lines.append(f"{rank:>2}  {h.score:6.3f}  {source}")
+            lines += ["    " + line for line in inert(h.text).splitlines()] + [""]
+            continue
+        text = inert(" ".join(h.text.split()))
         room = max(20, width - 42)
         lines.append(f"{rank:>2}  {h.score:6.3g}  {source:<28}  {text[:room - 1] + '…' if len(text) > room else text}")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         for h in hits:
             print(json.dumps(asdict(h), ensure_ascii=False))
     elif hits:
-        print(format_table(hits))
+        print(format_table(hits, full=args.full))
     else:
         print("no results")
     return 0

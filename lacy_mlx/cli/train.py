@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from lacy_mlx.train.finetune import finetune
     from lacy_mlx.train.trainer import train
 
+    if args.stop_at is not None and args.stop_at < 1:
+        from lacy_mlx.errors import InputError
+
+        raise InputError(f"--stop-at must be an update step >= 1, got {args.stop_at}")
     overrides = _overrides(args.set)
     if args.config:
         cfg = make_config({**load_config(args.config).to_dict(), **overrides})

@@ -48,7 +48,12 @@ def check_embeddings(vectors: object, dim: int, *, what: str = "vector") -> np.n
     Accepts one vector ``(dim,)`` or a matrix ``(n, dim)``; returns float32 ``(n, dim)`` with unit
     rows. Raises :class:`InputError` for a wrong dimension, NaN or inf entries, or a zero vector.
     """
-    arr = np.asarray(vectors, dtype=np.float64)
+    try:
+        arr = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not an array of numbers ({exc}): give a float array of shape (n, {dim})") from exc
+    if arr.ndim == 0:
+        raise InputError(f"{what} is a single value ({vectors!r}), not a vector: give {dim} numbers")
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -58,7 +63,9 @@ def check_embeddings(vectors: object, dim: int, *, what: str = "vector") -> np.n
         )
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{what} contains NaN or inf: check the embedder's output before storing it")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if np.any(norms == 0):
+    # Scale by the largest entry first: the norm of a vector of huge finite entries overflows to inf.
+    peak = np.max(np.abs(arr), axis=1, keepdims=True) if arr.size else np.zeros((len(arr), 1))
+    if np.any(peak == 0):
         raise InputError(f"{what} is all zeros and has no direction: it cannot be searched by cosine")
-    return (arr / norms).astype(np.float32)
+    arr = arr / peak
+    return (arr / np.linalg.norm(arr, axis=1, keepdims=True)).astype(np.float32)

@@ -16,6 +16,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from lacy_mlx.errors import InputError
 from lacy_mlx.runtime.decoder import Decoder, Step
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
@@ -23,8 +24,9 @@ from lacy_mlx.runtime.inject import (
     Messages,
     Placement,
     SpecialIds,
+    bounded_ids,
+    bounded_passages,
     encode_prompt,
-    inline_evidence_ids,
     titled_passages,
 )
 from lacy_mlx.runtime.kinds import FinishReason
@@ -47,6 +49,7 @@ class RunSettings:
     max_sentences: int | None = None  # stop (finish "stop") once this many sentences are out
     logprobs: int | None = None
     probe: int = 0  # > 0: each Call carries the SLM's own next `probe` tokens at the call (Call.alone)
+    max_context: int | None = None  # the model's position limit; None: unlimited
 
 
 class _Timers:
@@ -78,7 +81,7 @@ class Cascade:
             model,
             sampler=sampler,
             call_id=specials.call,
-            masked_ids=specials.all if self.gated else (),
+            masked_ids=specials.all,  # control tokens: never streamed as text, gate on or off
             need_hidden=settings.need_hidden and self.gated,
             logprobs=settings.logprobs,
         )
@@ -86,6 +89,12 @@ class Cascade:
         self.out = OutputText(tokenizer, hold_sentences=hold)
         self.eos = set(tokenizer.eos_token_ids)
         self.prompt = encode_prompt(tokenizer, prompt)
+        self.max_context = settings.max_context or 2**62
+        if len(self.prompt.ids) >= self.max_context:
+            raise InputError(
+                f"the prompt is {len(self.prompt.ids)} tokens but the model reads at most {self.max_context} "
+                f"(its max_position_embeddings), with room for an answer: shorten the prompt"
+            )
         self.context: list[int] = list(self.prompt.ids)
         self.t = _Timers()
         self.steps = self.syncs = self.errors = self.sentences = 0
@@ -108,7 +117,7 @@ class Cascade:
                 break
             # Build the next step before reading this one (overlap), unless this one is the last.
             nxt = None
-            if len(self.out) + 1 < self.s.max_tokens:
+            if len(self.out) + 1 < self.s.max_tokens and self._room() > 1:
                 nxt = self.dec.advance(step, self._params(), call_on_fire=self.inline)
                 nxt.thresholds = self.policy.last_thresholds
                 mx.async_eval(nxt.packed)
@@ -136,7 +145,7 @@ class Cascade:
             if self.s.max_sentences is not None and self.sentences >= self.s.max_sentences:
                 finish = "stop"
                 break
-            if nxt is None:  # the last token was emitted
+            if nxt is None or self._room() < 1:  # the last token was emitted, or the context is full
                 break
             step = nxt
             if self.steps % 256 == 0:
@@ -145,6 +154,10 @@ class Cascade:
         if self.reuse is not None:
             self._keep_cache()
         yield self._done(finish, time.perf_counter() - t0)
+
+    def _room(self) -> int:
+        """Positions left in the model's context after the tokens the cache holds."""
+        return self.max_context - len(self.context)
 
     def _feed_prompt(self) -> Step:
         ids = self.prompt.ids
@@ -190,6 +203,8 @@ class Cascade:
 
     def _on_call(self, step: Step, token: int, ent: float, pc: float, ptop: float) -> Iterator[Event]:
         """Run the delegate and inject its help; returns the next step (None: generation stopped)."""
+        if self._room() < 8:  # no room left for help in the model's context: decode on alone
+            return (yield from self._decode_on(token, ent, pc, ptop))
         tg = time.perf_counter()
         reason = self.policy.reason(ent, pc, step.thresholds)
         self.policy.after_call()
@@ -228,14 +243,16 @@ class Cascade:
             self.errors += 1
             yield DelegateError(-1, self._delegate_name(), outcome.reason or "no passages", outcome.error)
             return
-        self.prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement,
-                                    passages=titled_passages(help_.passages, help_.hits))
+        budget = min(self.s.max_evidence_tokens, self._room() - 8 * (len(help_.passages) + 2))
+        passages = bounded_passages(self.tokenizer, titled_passages(help_.passages, help_.hits), budget)
+        self.prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement, passages=passages)
         self.context = list(self.prompt.ids)
-        yield Evidence(-1, help_.text, "evidence", "prefix", help_.sources, len(self.prompt.ids))
+        yield Evidence(-1, "\n".join(passages), "evidence", "prefix", help_.sources, len(self.prompt.ids))
 
     def _run_delegate(self, step: Step | None, ent: float, pc: float) -> Outcome:
         if self.delegate is None:
-            return Outcome(None, 0.0, "no delegate is configured: pass db=... or delegate=... to lacy_mlx.load", "none")
+            return Outcome(None, 0.0, "no delegate is configured: give a knowledge store (db=...) or a helper "
+                           "(delegate=...)", "none")
         tokens, confs = self.out.sentence_pieces()
         ctx = CallContext(
             step=max(self.steps - 1, 0),
@@ -276,20 +293,22 @@ class Cascade:
 
     def _append_continuation(self, help_: Any, token: int, ent: float, pc: float, ptop: float,
                              lp: tuple[float, tuple[tuple[int, float], ...]] | None = None) -> Iterator[Event]:
-        ids = list(self.tokenizer.encode(help_.text, add_special_tokens=False))
-        ids = ids[: max(0, self.s.max_tokens - len(self.out))]
+        room = min(self.s.max_tokens - len(self.out), self.s.max_evidence_tokens, self._room() - 1)
+        ids, text = bounded_ids(self.tokenizer, help_.text, room)
         if not ids:
             return (yield from self._decode_on(token, ent, pc, ptop, lp))
         self._drop_speculated()  # the delegate's text replaces the speculative token
-        yield Evidence(self.steps - 1, help_.text, "continuation", "append", help_.sources, len(ids))
+        yield Evidence(self.steps - 1, text, "continuation", "append", help_.sources, len(ids))
         for tid in ids:
             yield from self._emit(tid, 0.0, 0.0, 1.0, source="delegate")
         self.context.extend(ids)
         return self._feed(ids)
 
     def _inject_inline(self, help_: Any) -> Iterator[Event]:
-        ids = inline_evidence_ids(self.tokenizer, help_.text, self.specials, self.s.max_evidence_tokens)
-        yield Evidence(self.steps - 1, help_.text, "evidence", "inline", help_.sources, len(ids))
+        # <CALL> <EVIDENCE> ... </EVIDENCE> and one position to decode from must fit the context.
+        body, text = bounded_ids(self.tokenizer, help_.text, min(self.s.max_evidence_tokens, self._room() - 4))
+        ids = [self.specials.evidence_start, *body, self.specials.evidence_end]
+        yield Evidence(self.steps - 1, text, "evidence", "inline", help_.sources, len(ids))
         call = [self.specials.call]
         feed = ids if self._speculated else call + ids  # the speculative step fed <CALL> already
         self._speculated = False
@@ -298,10 +317,12 @@ class Cascade:
 
     def _inject_prefix(self, help_: Any) -> Iterator[Event]:
         self.out.drop_held()
-        prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement,
-                               passages=titled_passages(help_.passages, help_.hits))
+        # The passages' numbering and heading take a few tokens beyond the passages themselves.
+        budget = min(self.s.max_evidence_tokens, self._room() - 8 * (len(help_.passages) + 2))
+        passages = bounded_passages(self.tokenizer, titled_passages(help_.passages, help_.hits), budget)
+        prompt = encode_prompt(self.tokenizer, self.prompt_in, placement=self.s.placement, passages=passages)
         self.context = list(prompt.ids) + list(self.out.ids)
-        yield Evidence(self.steps - 1, help_.text, "evidence", "prefix", help_.sources, len(prompt.ids))
+        yield Evidence(self.steps - 1, "\n".join(passages), "evidence", "prefix", help_.sources, len(prompt.ids))
         self.policy.hold_until_sentence_end()  # FLARE: one retrieval per sentence
         self.dec.reset()
         return self._feed(self.context)

@@ -4,7 +4,8 @@ The decoder knows nothing about delegates or text. :meth:`Decoder.feed` appends 
 KV cache (mlx-lm's ``make_prompt_cache``) and returns a :class:`Step`: the next token, the gate's
 statistics and decision, all lazy ``mx.array`` values, plus a ``packed`` vector the decode loop
 reads with one host sync. Prompts are processed as mlx-lm's ``generate_step`` does (all but the
-last token in chunks, then the last one alone), so with the gate off the tokens match mlx-lm's.
+last token in chunks, then the last one alone), so with the gate off the tokens match mlx-lm's
+(except that the lacy special tokens, control tokens, are never emitted).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Step:
     """Lazy outputs of one decode step (the logits row after the last fed token).
 
     ``token``: ``(1,)`` the token to emit when the gate stays closed (special lacy tokens masked
-    out while the gate is on). ``stats``: the gate's statistics, None with the gate off.
+    out). ``stats``: the gate's statistics, None with the gate off.
     ``packed``: float32 ``[token, decision, entropy, p_call, p_top]`` (or int32 ``[token]`` with the
     gate off), then with ``logprobs`` on ``[logprob, top ids..., top logprobs...]``: the one array
     the loop synchronises. ``hidden``: ``(1, H)`` last hidden state when
@@ -68,7 +69,7 @@ class Decoder:
     """Decode steps of ``model`` with its own KV cache.
 
     ``call_id``: the <CALL> id (None: the model has none; p_call is 0). ``masked_ids``: ids never
-    emitted while the gate is on (the lacy special tokens). ``need_hidden``: keep the last hidden
+    emitted (the lacy special tokens), whether the gate is on or off. ``need_hidden``: keep the last hidden
     state of each step (latent queries); uses :func:`~lacy_mlx.runtime.hidden.split_forward`.
     ``logprobs``: None (off), or also read the emitted token's log-probability and the top
     ``logprobs`` alternatives (of the distribution it was drawn from, lacy tokens masked).
@@ -163,6 +164,8 @@ class Decoder:
         with mx.stream(generation_stream):
             hidden, logits = self._forward(token[None], self.cache)  # (1, H) or None, (1, V)
             if params is None:
+                if self._mask is not None:  # gate off: the lacy tokens are still never output text
+                    logits = _mask_ids(logits, self._mask)
                 logprobs = logits - mx.logsumexp(logits, keepdims=True)
                 tok = self.sampler(logprobs).reshape(1)
                 if self.logprobs is None:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,10 +69,45 @@ def resolve_injection(mode: str, ids: SpecialIds) -> str:
     return mode
 
 
+# No tokenizer spells more characters per token than this in practice; text past
+# ``max_tokens * CHARS_PER_TOKEN_BOUND`` characters cannot survive the cut, so it is never tokenized.
+CHARS_PER_TOKEN_BOUND = 32
+
+
+def bounded_ids(tokenizer: Any, text: str, max_tokens: int) -> tuple[list[int], str]:
+    """The first ``max_tokens`` token ids of ``text`` and the text they spell.
+
+    Only a prefix of ``text`` is tokenized (see :data:`CHARS_PER_TOKEN_BOUND`), so a delegate's
+    18 MB answer costs what its first ``max_tokens`` tokens cost. The text is ``text`` itself
+    when nothing was cut.
+    """
+    if max_tokens <= 0:
+        return [], ""
+    head = text[: max_tokens * CHARS_PER_TOKEN_BOUND]
+    ids = list(tokenizer.encode(head, add_special_tokens=False))
+    if len(ids) <= max_tokens and len(head) == len(text):
+        return ids, text
+    ids = ids[:max_tokens]
+    return ids, tokenizer.decode(ids)
+
+
 def inline_evidence_ids(tokenizer: Any, text: str, ids: SpecialIds, max_tokens: int) -> list[int]:
     """``<EVIDENCE> text </EVIDENCE>`` as ids, the text cut to ``max_tokens`` tokens."""
-    body = list(tokenizer.encode(text, add_special_tokens=False))[:max_tokens]
+    body, _ = bounded_ids(tokenizer, text, max_tokens)
     return [ids.evidence_start, *body, ids.evidence_end]  # type: ignore[list-item]
+
+
+def bounded_passages(tokenizer: Any, passages: Sequence[str], max_tokens: int) -> tuple[str, ...]:
+    """``passages`` cut to ``max_tokens`` tokens in all, in order (prefix injection's evidence budget)."""
+    out: list[str] = []
+    left = max_tokens
+    for passage in passages:
+        ids, text = bounded_ids(tokenizer, passage, left)
+        if not ids:
+            break
+        out.append(text)
+        left -= len(ids)
+    return tuple(out)
 
 
 PASSAGE_INSTRUCTION = "Answer the question using the passages below."
@@ -123,17 +158,30 @@ class Prompt:
 Messages = Sequence[dict[str, Any]]
 
 
+def plain_chat(messages: Messages) -> str:
+    """Chat messages as plain text, for tokenizers without a chat template.
+
+    One line per message, ``Role: content`` (the role capitalised: ``System``, ``User``,
+    ``Assistant``), then ``Assistant:`` for the model to continue. The same format on every call,
+    so a conversation's history reads the same with or without a template.
+    """
+    lines = [f"{str(m['role']).strip().capitalize()}: {str(m['content']).strip()}" for m in messages]
+    return "\n".join(lines + ["Assistant:"])
+
+
 def encode_prompt(tokenizer: Any, prompt: str | Messages, passages: Sequence[str] = (),
                   placement: Placement = "system") -> Prompt:
     """Token ids of ``prompt``: a string is encoded as mlx-lm's ``stream_generate`` does (BOS added
     unless present); chat messages go through the tokenizer's chat template with a generation
-    prompt. ``passages`` (prefix injection) go before the text; for chat messages, where
-    ``placement`` says (the system turn, or the last user message)."""
+    prompt, or :func:`plain_chat` when it has none. ``passages`` (prefix injection) go before the
+    text; for chat messages, where ``placement`` says (the system turn, or the last user message)."""
     if isinstance(prompt, str):
         text = format_passages(passages) + prompt if passages else prompt
         bos = getattr(tokenizer, "bos_token", None)
         ids = tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
         return Prompt(tuple(ids), text, prompt)
+    if not isinstance(prompt, Sequence) or not all(isinstance(m, dict) for m in prompt):
+        raise InputError(f"the prompt must be a string or a list of chat messages (dicts), got {type(prompt).__name__}")
     messages = [dict(m) for m in prompt]
     if not messages or any("role" not in m or "content" not in m for m in messages):
         raise InputError("chat messages are dicts with 'role' and 'content', e.g. [{'role': 'user', 'content': 'Hi'}]")
@@ -142,7 +190,7 @@ def encode_prompt(tokenizer: Any, prompt: str | Messages, passages: Sequence[str
     if passages:
         _with_passages(messages, users[-1] if users else len(messages) - 1, passages, placement)
     if getattr(tokenizer, "chat_template", None) is None and not getattr(tokenizer, "has_chat_template", False):
-        raise InputError("this tokenizer has no chat template: pass the prompt as a string instead of messages")
+        return replace(encode_prompt(tokenizer, plain_chat(messages)), question=question)
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return Prompt(tuple(ids), str(text), question)

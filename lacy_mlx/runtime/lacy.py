@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,12 +56,39 @@ class Sampling:
     min_p: float = 0.0
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse settings mlx-lm would act on wrongly (a negative temperature flips the logits)."""
+        _check_number("temp", self.temp, low=0.0, hint="0 is greedy decoding, 0.7 a common choice")
+        _check_number("top_p", self.top_p, low=0.0, high=1.0, hint="0 or 1 turns it off")
+        _check_number("min_p", self.min_p, low=0.0, high=1.0, hint="0 turns it off")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InputError(f"top_k must be a whole number >= 0 (0 turns it off), got {self.top_k!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise InputError(f"seed must be a whole number >= 0 or None, got {self.seed!r}")
+
     def sampler(self) -> Callable:
         if self.seed is not None:
             import mlx.core as mx
 
             mx.random.seed(self.seed)
         return make_sampler(temp=self.temp, top_p=self.top_p, min_p=self.min_p, top_k=self.top_k)
+
+
+def _check_number(name: str, value: object, *, low: float, high: float | None = None, hint: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (high is not None and value > high):  # type: ignore[operator]
+        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise InputError(f"{name} must be a number {bound} ({hint}), got {value!r}")
+
+
+def context_length(model: Any) -> int | None:
+    """The most tokens ``model`` was built to attend over (its config's position limit), or None."""
+    args = getattr(model, "args", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(args, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class Lacy:
@@ -107,6 +135,7 @@ class Lacy:
         self.name = name
         self.retrieve_first = retrieve_first
         self.placement = placement
+        self.max_context = context_length(model)  # None: the model states no limit
         self.last_context: list[int] = []
         self.reuse_prompt_cache = reuse_prompt_cache
         self._prompt_cache: PromptCache | None = None
@@ -144,6 +173,9 @@ class Lacy:
         log-probability and the ``k`` most likely alternatives (one more small read per step).
         ``retrieve_first`` (default: this object's) asks the delegate once with the question
         before the first token.
+        A prompt longer than the model's context (``max_context``: its config's
+        ``max_position_embeddings``) raises InputError; when prompt, output and evidence fill the
+        context, generation stops with ``finish_reason="length"``.
         ``max_sentences`` ends the answer (finish reason ``stop``) after that many sentences.
         ``probe`` > 0: each ``Call`` event also carries (``Call.alone``) the SLM's own greedy next
         ``probe`` tokens at the call, <CALL> masked (evaluation: leakage, call precision).
@@ -173,6 +205,7 @@ class Lacy:
                 max_tokens, cfg, self.injection, self.max_evidence_tokens, needs_hidden,
                 retrieve_first=self.retrieve_first if retrieve_first is None else retrieve_first,
                 placement=self.placement, logprobs=logprobs, max_sentences=max_sentences, probe=probe,
+                max_context=self.max_context,
             ),
             reuse=self._cache_to_reuse(),
         )
@@ -233,7 +266,7 @@ def load(
     delegate: Delegate | Callable[[CallContext], object] | None = None,
     gate: GateConfig | None = None,
     injection: Injection = "auto",
-    query: QueryKind = "text",
+    query: QueryKind | None = None,
     k: int | None = None,
     tower: QueryTower | None = None,
     max_evidence_tokens: int = 256,
@@ -250,7 +283,9 @@ def load(
     - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
       :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
       ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
-      and ``k`` hits (default: the model's ``lacy.retrieval.k``, else 3).
+      and ``k`` hits (default: the model's ``lacy.retrieval.k``, else 3). ``query=None`` takes the
+      model's own default: ``lacy.retrieval.query`` if set, else ``latent`` when it ships a query
+      tower whose vectors fit the store, else ``text``.
     - ``delegate``: any delegate (:mod:`lacy_mlx.runtime.delegates`) or a plain function (wrapped
       in a :class:`~lacy_mlx.runtime.delegates.CallbackDelegate`).
     - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
@@ -282,6 +317,8 @@ def load(
     store = _open_store(db, embedder)
     retrieval = section.retrieval if section else {}
     if delegate is None and store is not None:
+        if query is None:
+            query, tower = _default_query(section, model_dir, tower, store)
         if query == "latent" and tower is None:
             tower = _load_tower(model_dir)
         if k is None:
@@ -335,7 +372,34 @@ def _open_store(db: Any, embedder: Any) -> Any:
     from lacy_mlx.query_tower import QueryTower
     from lacy_mlx.store import Store
 
-    return Store.open(db, embedder=embedder, create=False)
+    return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
+
+
+def _default_query(section: LacySection | None, model_dir: Path | None, tower: Any, store: Any) -> tuple[str, Any]:
+    """The model's own query mode for ``store``, and the tower it needs (None for text)."""
+    named = (section.retrieval if section else {}).get("query")
+    if named is not None:
+        return str(named), tower
+    if tower is None and model_dir is not None:
+        from lacy_mlx.query_tower import QueryTower
+
+        tower = QueryTower.load(model_dir)
+    if tower is None or getattr(tower, "embed_dim", None) != getattr(store, "dim", None):
+        return "text", None
+    trained_for = _tower_embedder(model_dir)  # a tower only fits the embedder it was trained against
+    if trained_for is not None and trained_for != getattr(store, "embedder_name", trained_for):
+        return "text", None
+    return "latent", tower
+
+
+def _tower_embedder(model_dir: Path | None) -> str | None:
+    import json
+
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8")) if model_dir else {}
+    except (OSError, ValueError):
+        return None
+    return ((cfg.get("lacy") or {}).get("query_tower") or {}).get("embedder")
 
 
 def _load_tower(model_dir: Path | None) -> Any:
@@ -344,8 +408,8 @@ def _load_tower(model_dir: Path | None) -> Any:
     tower = QueryTower.load(model_dir) if model_dir is not None else None
     if tower is None:
         raise InputError(
-            "query='latent' needs a query tower: the model folder has no query_tower.safetensors; "
-            "train one, pass tower=QueryTower(...), or use query='text'"
+            "the latent query needs a query tower and the model folder has no query_tower.safetensors: "
+            "train one with `lacy-mlx train`, or use query='text'"
         )
     return tower
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import numpy as np
 
 from lacy_mlx.store.connection import connect
@@ -27,7 +28,10 @@ MIRROR_KINDS = ("auto", *MIRROR_DTYPES)
 
 def vectors_version(conn: Any) -> int:
     """The store's ``vectors_version`` counter (bumped by every write to the vectors)."""
-    return int(conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+    rows = conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()
+    if not rows or not str(rows[0][0]).isdigit():  # a damaged file (the store's guard reports it)
+        raise apsw.CorruptError(f"vectors_version is {rows[0][0] if rows else 'missing'!r}")
+    return int(rows[0][0])
 
 
 def read_mirror(conn: Any, dim: int, dtype: str, *, stop=None, progress=None) -> VectorMirror | None:

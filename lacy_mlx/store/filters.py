@@ -11,12 +11,19 @@ Filters = dict[str, Any]
 def _json_path(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise InputError(f"filter keys must be non-empty strings, got {key!r}")
+    if "\x00" in key:  # SQLite's JSON paths end at a NUL
+        raise InputError(f"filter key {key!r} holds a NUL character, which no metadata key can match")
+    _check_text(key, "filter key")
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _sql_value(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)  # json_extract gives 1/0 for JSON true/false
+    if isinstance(value, float) and value != value:
+        raise InputError("a filter value is NaN, which equals nothing: give a number")
+    if isinstance(value, str):
+        _check_text(value, "filter value")
     if value is None or isinstance(value, (str, int, float)):
         return value
     raise InputError(f"filter values must be str, int, float, bool, None or a list of them, got {value!r}")
@@ -28,6 +35,8 @@ def filter_clause(filters: Filters | None, alias: str = "d") -> tuple[str, list[
     A list or tuple value matches any of its items; ``None`` matches a missing or null key.
     The SQL is one boolean expression over ``{alias}.metadata``; it is ``1`` when there are no filters.
     """
+    if filters is not None and not isinstance(filters, dict):
+        raise InputError(f"filters must be a dict of metadata key -> value, e.g. {{'lang': 'en'}}; got {type(filters).__name__}")
     if not filters:
         return "1", []
     parts, params = [], []
@@ -46,3 +55,10 @@ def filter_clause(filters: Filters | None, alias: str = "d") -> tuple[str, list[
             parts.append(f"{expr} = ?")
             params += [_json_path(key), _sql_value(value)]
     return " AND ".join(parts), params
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"the {what} {text!r} is not valid Unicode (a lone surrogate)") from exc

@@ -96,7 +96,9 @@ class DocumentInput:
             raise InputError(f"a document must be a str, dict or DocumentInput, got {type(item).__name__}")
         known = {"text", "external_id", "id", "title", "metadata", "chunks", "vectors"}
         extra = {k: v for k, v in item.items() if k not in known}
-        metadata = {**(item.get("metadata") or {}), **extra}
+        given = item.get("metadata")
+        # Anything but a mapping is kept as is, for validate() to reject with a clear message.
+        metadata = {**(given or {}), **extra} if given is None or isinstance(given, dict) else given
         ext = item.get("external_id", item.get("id"))
         return cls(
             text=item.get("text"),
@@ -118,22 +120,45 @@ class DocumentInput:
         return self.text or ""
 
     def validate(self, index: int) -> None:
-        """Raise InputError for empty text, empty chunks or unserialisable metadata."""
+        """Raise InputError for empty text, empty chunks, text that is not valid Unicode, a title or
+        external id that is not a string, or metadata that is not a JSON object (NaN and inf included)."""
         ref = self.reference(index)
         if self.chunks is None and self.text is None:
             raise InputError(f"document {ref} has no text: give 'text' or 'chunks'")
         if self.chunks is not None:
+            if isinstance(self.chunks, str) or not isinstance(self.chunks, (list, tuple)):
+                raise InputError(f"document {ref}: chunks must be a list of strings")
             if not self.chunks or any(not isinstance(c, str) or not c.strip() for c in self.chunks):
                 raise InputError(f"document {ref} has an empty or whitespace-only chunk: remove it")
-        elif not isinstance(self.text, str) or not self.text.strip():
+        elif not isinstance(self.text, str):
+            raise InputError(f"document {ref}: text must be a string, got {type(self.text).__name__}")
+        elif not self.text.strip():
             raise InputError(f"document {ref} is empty or whitespace-only: there is nothing to store")
+        for what, value in (("external id", self.external_id), ("title", self.title)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"document {ref}: the {what} must be a string, got {type(value).__name__}")
+        for what, value in (("text", self.full_text()), ("external id", self.external_id), ("title", self.title)):
+            check_unicode(value, f"the {what} of document {ref}")
         if not isinstance(self.metadata, dict):
-            raise InputError(f"document {ref}: metadata must be a JSON object (a dict)")
+            raise InputError(f"document {ref}: metadata must be a JSON object (a dict), got {type(self.metadata).__name__}")
         try:
-            json.dumps(self.metadata)
+            check_unicode(json.dumps(self.metadata, allow_nan=False, ensure_ascii=False, sort_keys=True), f"the metadata of document {ref}")
         except (TypeError, ValueError) as exc:
-            raise InputError(f"document {ref}: metadata is not JSON-serialisable ({exc})") from exc
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"document {ref}: metadata is not valid JSON ({exc}); NaN and inf have no JSON form") from exc
 
     def content_hash(self) -> str:
         """sha256 of the document text: equal texts are the same content."""
         return hashlib.sha256(self.full_text().encode("utf-8")).hexdigest()
+
+
+def check_unicode(text: str | None, what: str) -> None:
+    """Raise InputError when ``text`` cannot be stored as UTF-8 (a lone surrogate, e.g. from bad decoding)."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} is not valid Unicode (a lone surrogate at character {exc.start}, e.g. from "
+                         f"bytes that are not UTF-8): give it as UTF-8 text") from exc

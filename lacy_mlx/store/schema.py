@@ -10,6 +10,7 @@ from collections.abc import Callable
 import apsw
 
 from lacy_mlx.errors import StoreError
+from lacy_mlx.store.connection import write_transaction
 
 STORE_FORMAT = "lacy-store"
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -112,7 +113,9 @@ def migrate(conn: apsw.Connection, dim: int, progress: Progress | None = None) -
     if version > LATEST:
         raise newer_schema_error(version)
     for number in range(version + 1, LATEST + 1):
-        with conn:  # one transaction: the migration and its version bump land together
+        with write_transaction(conn):  # one transaction: the migration and its version bump land together
+            if schema_version(conn) >= number:  # another process applied it while we waited for the lock
+                continue
             MIGRATIONS[number - 1](conn, dim, progress)
             conn.execute(f"PRAGMA user_version = {int(number)}")
     return LATEST

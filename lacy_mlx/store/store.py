@@ -16,14 +16,22 @@ import numpy as np
 
 from lacy_mlx.embed.base import Embedder, check_embeddings
 from lacy_mlx.embed.registry import default_embedder, resolve_embedder
-from lacy_mlx.errors import InputError, StoreError
+from lacy_mlx.errors import InputError, LacyError, StoreError
 from lacy_mlx.store import schema
-from lacy_mlx.store.connection import check_is_sqlite, connect, not_writable
+from lacy_mlx.store.connection import (
+    check_is_sqlite,
+    connect,
+    DAMAGE,
+    damaged,
+    guard_public_methods,
+    not_writable,
+    write_transaction,
+)
 from lacy_mlx.store.filters import Filters, filter_clause
 from lacy_mlx.store.keyword import MIN_DEPTH, fts_query, fuse, keyword_search
 from lacy_mlx.store.fastpath import MirrorCache
 from lacy_mlx.store.mirror import VectorMirror
-from lacy_mlx.store.records import Document, SearchHit, StoredChunk
+from lacy_mlx.store.records import Document, SearchHit, StoredChunk, check_unicode
 from lacy_mlx.store.writes import WriteMixin
 
 SEARCH_MODES = ("fast", "exact")  # how the vector ranking is computed (a store setting)
@@ -33,6 +41,7 @@ MAX_EXACT_K = 4096  # sqlite-vec's KNN limit
 RESCORE = (2, 10)  # an int8 mirror's top 2k + 10 candidates are rescored exactly (measured: docs/store.md)
 
 
+@guard_public_methods  # SQLite failures (damaged file, read-only location) become StoreErrors
 class Store(WriteMixin):
     """One lacy store file. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
@@ -82,6 +91,15 @@ class Store(WriteMixin):
             if search_mode is not None and search_mode != store.search_mode:
                 store.set_search_mode(search_mode)
             return store
+        except LacyError:
+            conn.close()
+            raise
+        except DAMAGE as exc:
+            conn.close()
+            raise damaged(path, exc) from exc
+        except (apsw.ReadOnlyError, apsw.CantOpenError) as exc:  # a WAL store in a folder we cannot write
+            conn.close()
+            raise not_writable(path, exc) from exc
         except BaseException:
             conn.close()
             raise
@@ -94,33 +112,28 @@ class Store(WriteMixin):
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except apsw.NotADBError as exc:
             raise StoreError(f"{path} is not a lacy store (not an SQLite database)") from exc
-        if "lacy_meta" not in tables:
-            if tables:
+        if "lacy_meta" not in tables or _unfinished(conn):
+            if tables and "lacy_meta" not in tables:
                 raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
             if read_only:
+                if tables:
+                    raise StoreError(f"the store {path} was never fully created (its creation was interrupted): "
+                                     f"open it once for writing, e.g. `lacy-mlx ingest FILES --db {path}`")
                 raise StoreError(f"there is no store at {path}")
-            emb = embedder or default_embedder()
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                schema.migrate(conn, emb.dim)
-                with conn:
-                    conn.executemany(
-                        "INSERT INTO lacy_meta(key, value) VALUES (?, ?)",
-                        [("format", schema.STORE_FORMAT), ("dim", str(emb.dim)), ("embedder", emb.name),
-                         ("search_mode", "fast"), ("vectors_version", "0")],
-                    )
-            except (apsw.ReadOnlyError, apsw.CantOpenError, apsw.IOError) as exc:
-                raise not_writable(path, exc) from exc
+            _create(conn, path, embedder or default_embedder())
         version = schema.schema_version(conn)
         if version > schema.LATEST:
             raise schema.newer_schema_error(version)
-        if version < schema.LATEST:
-            if read_only:
-                raise StoreError(f"{path} needs a schema upgrade: open it once without read_only")
-            schema.migrate(conn, 0, progress)
         meta = dict(conn.execute("SELECT key, value FROM lacy_meta").fetchall())
         if meta.get("format") != schema.STORE_FORMAT or "dim" not in meta:
             raise StoreError(f"{path} is an SQLite database but not a lacy store: pick another path")
+        if not str(meta["dim"]).isdigit() or int(meta["dim"]) <= 0 or "embedder" not in meta:
+            raise damaged(path, ValueError(f"its metadata is garbled (dim {meta['dim']!r})"))
+        if version < schema.LATEST:
+            if read_only:
+                raise StoreError(f"{path} needs a schema upgrade: open it once for writing "
+                                 f"(e.g. `lacy-mlx ingest FILES --db {path}`), then read it")
+            schema.migrate(conn, 0, progress)
         if embedder is not None and (embedder.name != meta["embedder"] or embedder.dim != int(meta["dim"])):
             raise StoreError(
                 f"{path} was built with embedder {meta['embedder']!r} ({meta['dim']}-d), not "
@@ -170,7 +183,7 @@ class Store(WriteMixin):
         store's mode. ``hit.score`` is the mode's ranking score (cosine, BM25 relevance, fused);
         ``hit.cosine`` and ``hit.bm25`` hold the components where computed.
         """
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         is_text = isinstance(query, str)
         mode = (DEFAULT_TEXT_MODE if is_text else "vector") if mode is None else mode
@@ -178,12 +191,18 @@ class Store(WriteMixin):
             raise InputError(f"mode must be one of {RETRIEVAL_MODES}, got {mode!r}")
         if is_text and not query.strip():
             raise InputError("the search text is empty: give some words to search for")
+        if is_text:
+            check_unicode(query, "the search text")
         if not is_text and mode != "vector":
             raise InputError(f"mode={mode!r} needs the query as text (a vector can only be searched with mode='vector')")
         if mode == "keyword":
             pairs = keyword_search(self.conn, query, k, filters)
             return self._hits(pairs, bm25=dict(pairs))
-        vec = check_embeddings(self.embedder.embed(query) if is_text else query, self.dim, what="query vector")[0]
+        vecs = check_embeddings(self.embedder.embed(query) if is_text else query, self.dim, what="query vector")
+        if len(vecs) != 1:
+            raise InputError(f"the query vector has shape {tuple(np.shape(query))}: search takes one vector "
+                             f"of shape ({self.dim},); search each row separately")
+        vec = vecs[0]
         use_fast = (self.search_mode == "fast") if fast is None else fast
         if mode == "vector":
             pairs = self._search_vector(vec, k, filters, use_fast)
@@ -221,7 +240,8 @@ class Store(WriteMixin):
 
     def _search_exact(self, vec: np.ndarray, k: int, filters: Filters | None) -> list[tuple[int, float]]:
         if k > MAX_EXACT_K:
-            raise InputError(f"exact search returns at most {MAX_EXACT_K} results (sqlite-vec); use fast=True")
+            raise InputError(f"exact search returns at most {MAX_EXACT_K} results (sqlite-vec): ask for fewer, "
+                             f"or use the fast path (fast=True)")
         blob = vec.astype(np.float32).tobytes()
         if not filters:
             rows = self.conn.execute(
@@ -259,6 +279,12 @@ class Store(WriteMixin):
         exact = self._cosines(ids.tolist(), vec)
         return sorted(exact.items(), key=lambda item: (-item[1], item[0]))[:k]
 
+    def _vectors_version(self) -> int:
+        rows = self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()
+        if not rows or not str(rows[0][0]).isdigit():
+            raise damaged(self.path, ValueError(f"vectors_version is {rows[0][0] if rows else 'missing'!r}"))
+        return int(rows[0][0])
+
     @property
     def _mirror(self) -> VectorMirror | None:
         return self._fast.mirror
@@ -295,6 +321,10 @@ class Store(WriteMixin):
         return hits
 
     def _doc_row(self, ref: int | str) -> tuple | None:
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+            raise InputError(f"a document reference is an external id (str) or a row id (int), got {type(ref).__name__}")
+        if isinstance(ref, str):
+            check_unicode(ref, "the external id")
         col = "id" if isinstance(ref, int) else "external_id"
         rows = self.conn.execute(
             f"SELECT id, external_id, title, metadata, content_hash, created FROM documents WHERE {col} = ?", (ref,)
@@ -302,7 +332,7 @@ class Store(WriteMixin):
         return rows[0] if rows else None
 
     def get(self, ref: int | str) -> Document | None:
-        """The document with this id (int) or external id (str), with its chunks; None if absent."""
+        """The document with this external id (str) or internal row id (int), with its chunks; None if absent."""
         row = self._doc_row(ref)
         if row is None:
             return None
@@ -341,3 +371,49 @@ class Store(WriteMixin):
             "file_bytes": self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
             "free_bytes": pragma("freelist_count") * page,
         } | self._fast.stats(counts["vectors"])
+
+
+def _unfinished(conn: apsw.Connection) -> bool:
+    """Whether the file holds a lacy schema whose creation never committed its metadata (and no documents)."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "lacy_meta" not in names or conn.execute("SELECT 1 FROM lacy_meta WHERE key = 'format'").fetchall():
+        return False
+    return "documents" not in names or not conn.execute("SELECT 1 FROM documents LIMIT 1").fetchall()
+
+
+def _create(conn: apsw.Connection, path: Path, emb: Embedder) -> None:
+    """Create the schema and the metadata in one transaction (an interrupted creation leaves no store).
+
+    A file left half-created by an older lacy-mlx (schema, no metadata, no documents) is rebuilt.
+    """
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")  # cannot change inside a transaction
+        with write_transaction(conn):
+            if _unfinished(conn):
+                _drop_all(conn)
+            elif conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'lacy_meta'").fetchall():
+                return  # another process created it while we waited for the lock
+            schema.migrate(conn, emb.dim)
+            conn.executemany(
+                "INSERT INTO lacy_meta(key, value) VALUES (?, ?)",
+                [("format", schema.STORE_FORMAT), ("dim", str(emb.dim)), ("embedder", emb.name),
+                 ("search_mode", "fast"), ("vectors_version", "0")],
+            )
+    except (apsw.ReadOnlyError, apsw.CantOpenError, apsw.IOError) as exc:
+        raise not_writable(path, exc) from exc
+
+
+def _drop_all(conn: apsw.Connection) -> None:
+    """Drop every table of an empty, unfinished store: triggers first (they name other tables), then
+    virtual tables (they own shadow tables), then the rest."""
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+        conn.execute(f'DROP TRIGGER "{name.replace(chr(34), chr(34) * 2)}"')
+    for kind in ("virtual", "plain"):
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'").fetchall()
+        for name, sql in rows:
+            is_virtual = (sql or "").upper().startswith("CREATE VIRTUAL")
+            if (kind == "virtual") == is_virtual:
+                exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchall()
+                if exists:
+                    conn.execute(f'DROP TABLE "{name.replace(chr(34), chr(34) * 2)}"')
+    conn.execute("PRAGMA user_version = 0")

@@ -13,6 +13,7 @@ from lacy_mlx.chunker import Chunk, ChunkerConfig, chunk_text
 from lacy_mlx.embed.base import check_embeddings
 from lacy_mlx.errors import InputError, StoreError
 from lacy_mlx.store import schema
+from lacy_mlx.store.connection import write_transaction
 from lacy_mlx.store.records import AddResult, DocumentInput
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class WriteMixin:
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise StoreError(f"the store {self.path} was opened read-only: reopen it without read_only to write")  # type: ignore[attr-defined]
+            raise StoreError(f"the store {self.path} was opened read-only: open it for writing to change it")  # type: ignore[attr-defined]
 
     def add_documents(self, docs: Iterable[DocumentInput | dict[str, Any] | str], *, batch_size: int = 32,
                       chunker: ChunkerConfig | None = None, on_error: str = "raise",
@@ -114,7 +115,7 @@ class WriteMixin:
         self._embed(todo)
         added_ids: list[int] = []
         removed_ids: list[int] = []
-        with self.conn:  # the whole batch lands or nothing does
+        with write_transaction(self.conn):  # the whole batch lands or nothing does
             for p in todo:
                 outcome = self._upsert(p, added_ids, removed_ids)
                 if outcome == "added":
@@ -143,7 +144,7 @@ class WriteMixin:
 
     def _upsert(self, p: _Prepared, added_ids: list[int], removed_ids: list[int]) -> str:
         """Write one prepared document inside the open transaction; return added/replaced/unchanged."""
-        doc, meta = p.doc, json.dumps(p.doc.metadata, sort_keys=True)
+        doc, meta = p.doc, json.dumps(p.doc.metadata, sort_keys=True, allow_nan=False)
         if doc.external_id is not None:
             rows = self.conn.execute("SELECT id, content_hash FROM documents WHERE external_id = ?",
                                      (doc.external_id,)).fetchall()
@@ -181,7 +182,7 @@ class WriteMixin:
 
     def _bump_version(self) -> int:
         """Advance ``vectors_version`` inside the open transaction; return the old value."""
-        old = int(self.conn.execute("SELECT value FROM lacy_meta WHERE key = 'vectors_version'").fetchall()[0][0])
+        old = self._vectors_version()  # type: ignore[attr-defined]
         self.conn.execute("UPDATE lacy_meta SET value = ? WHERE key = 'vectors_version'", (str(old + 1),))
         return old
 
@@ -199,9 +200,13 @@ class WriteMixin:
         self._mirror.version = old + 1
 
     def delete(self, ref: int | str) -> bool:
-        """Delete a document (by id or external id) with its chunks and vectors; False if absent."""
+        """Delete a document with its chunks and vectors; False if absent.
+
+        A ``str`` is an external id (``"5"`` is the document whose id is "5"); an ``int`` is the
+        store's internal row id (:attr:`Document.id`).
+        """
         self._check_writable()
-        with self.conn:
+        with write_transaction(self.conn):
             row = self._doc_row(ref)  # type: ignore[attr-defined]
             if row is None:
                 return False
@@ -216,7 +221,7 @@ class WriteMixin:
         self._check_writable()
         if mode not in ("fast", "exact"):
             raise InputError(f"search mode must be 'fast' or 'exact', got {mode!r}")
-        with self.conn:
+        with write_transaction(self.conn):
             self.conn.execute("UPDATE lacy_meta SET value = ? WHERE key = 'search_mode'", (mode,))
         self.search_mode = mode
 
@@ -227,7 +232,7 @@ class WriteMixin:
         """
         self._check_writable()
         before = self.stats()["file_bytes"]  # type: ignore[attr-defined]
-        with self.conn:  # vec0 tables cannot be renamed (their shadow tables keep the old name): copy out and back
+        with write_transaction(self.conn):  # vec0 tables cannot be renamed (their shadow tables keep the old name): copy out and back
             self.conn.execute("CREATE TEMP TABLE vectors_backup(chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
             self.conn.execute("INSERT INTO vectors_backup SELECT chunk_id, embedding FROM vectors")
             self.conn.execute("DROP TABLE vectors")

@@ -6,6 +6,8 @@ silently train something else). ``preset`` in the file starts from that preset.
 from __future__ import annotations
 
 import json
+import math
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -139,9 +141,50 @@ def load_config(path: str | Path) -> TrainConfig:
     return make_config(data)
 
 
+# Inclusive bounds of the numeric keys (None: unbounded); "open" low bounds exclude the value.
+_AT_LEAST_1 = ("people", "max_mentions", "evidence_k", "evidence_k_min", "copy_facts", "retrieval_k",
+               "hidden_size", "num_layers", "intermediate_size", "num_heads", "num_kv_heads", "lora_layers",
+               "tower_slots", "steps", "batch_size", "grad_accum", "log_every", "save_every")
+_AT_LEAST_0 = ("heldout_people", "corpus_seed", "heldout_seed", "lora_rank", "warmup_steps", "seed", "zipf_s",
+               "tower_weight", "weight_decay", "grad_clip")
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    **{k: (1, None) for k in _AT_LEAST_1}, **{k: (0, None) for k in _AT_LEAST_0},
+    "copy_fraction": (0, 1), "min_lr_ratio": (0, 1), "vocab_size": (64, None), "seq_len": (8, None),
+}
+_POSITIVE = ("lr", "copy_weight", "tower_temperature")  # > 0
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every key has its field's type (an int where a float goes is fine) and lies in its range."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        value, kind = getattr(cfg, f.name), hints[f.name]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            name = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}[kind]
+            raise InputError(f"training config key {f.name} must be {name}, got {value!r}")
+        low, high = _RANGES.get(f.name, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise InputError(f"training config key {f.name} must be {bound}, got {value!r}")
+        if f.name in _POSITIVE and value <= 0:
+            raise InputError(f"training config key {f.name} must be greater than 0, got {value!r}")
+    if cfg.dtype not in DTYPES:
+        raise InputError(f"training config key dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+
+
 def _check(cfg: TrainConfig) -> None:
     from lacy_mlx.train.objectives import OBJECTIVES
 
+    _check_types(cfg)
     if cfg.objective not in OBJECTIVES:
         raise InputError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}")
     if cfg.objective == "rho1" and not cfg.reference_model:

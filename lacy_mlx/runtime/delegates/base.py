@@ -109,21 +109,37 @@ class Outcome:
     hits: tuple[SearchHit, ...] = field(default_factory=tuple)
 
 
+# Events carry a delegate's query and error text; a delegate can make either arbitrarily long.
+MAX_EVENT_CHARS = 1000
+
+
+def clip(text: str | None, n: int = MAX_EVENT_CHARS) -> str | None:
+    """``text`` cut to ``n`` characters (an ellipsis marks the cut); None stays None."""
+    if text is None:
+        return None
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def run_delegate(delegate: Delegate, ctx: CallContext) -> Outcome:
-    """Run ``delegate`` on ``ctx``; never raises (except KeyboardInterrupt and other BaseExceptions)."""
+    """Run ``delegate`` on ``ctx``; never raises (except KeyboardInterrupt and other BaseExceptions).
+
+    The outcome's ``reason`` and ``query`` are cut to :data:`MAX_EVENT_CHARS` characters.
+    """
     t0 = time.perf_counter()
     try:
         help_ = delegate(ctx)
     except DelegateTimeout as exc:
-        return Outcome(None, time.perf_counter() - t0, str(exc), "timeout")
+        return Outcome(None, time.perf_counter() - t0, clip(str(exc)) or "", "timeout")
     except Exception as exc:  # a delegate's bug must not end the generation
-        return Outcome(None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        return Outcome(None, time.perf_counter() - t0, clip(f"{type(exc).__name__}: {exc}") or "",
+                       type(exc).__name__)
     dt = time.perf_counter() - t0
     if help_ is None or help_.empty:
         q = help_.query if help_ is not None else None
         hits = help_.hits if help_ is not None else ()
-        return Outcome(None, dt, "the delegate found nothing to add", "empty", q, hits)
-    return Outcome(help_, dt, query=help_.query, hits=help_.hits)
+        return Outcome(None, dt, "the delegate found nothing to add", "empty", clip(q), hits)
+    return Outcome(help_, dt, query=clip(help_.query), hits=help_.hits)
 
 
 class DelegateTimeout(Exception):

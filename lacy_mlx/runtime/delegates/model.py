@@ -18,6 +18,8 @@ from mlx_lm.generate import generate_step
 from lacy_mlx.runtime.delegates.base import CallContext, Help
 from lacy_mlx.runtime.prompt_cache import PromptCache
 
+# Context tokens decoded with the new ones, so their leading space or joiner comes out right.
+_ANCHOR = 8
 # A word: a maximal run of letters/digits (with ' or -), or one other visible symbol.
 _SPAN = r"\s*(?:[\w'’\-]+(?![\w'’\-])|[^\w\s])"
 
@@ -61,24 +63,34 @@ class ModelDelegate:
         self.reused_tokens += common
         self.prefilled_tokens += len(ids) - common
         remaining = ids[common:]
-        detok = self.tokenizer.detokenizer
         generated: list[int] = []
-        span = None
+        span: str | None = None
+        text: str | None = None
         for token, _ in generate_step(
             mx.array(remaining), self.model, max_tokens=self.max_tokens, prompt_cache=self.cache
         ):
             if token in self.tokenizer.eos_token_ids:
                 break
             generated.append(token)
-            detok.add_token(token)
-            span = self._span(detok.text)
+            text = self._new_text(ids, generated)
+            span = self._span(text)
             if span is not None:
                 break
-        detok.finalize()
         # generate_step computes one token ahead: keep the cache exactly at ids + generated.
         self.prompt_cache.commit(ids + generated)
-        text = span if span is not None else detok.text
-        return Help(kind="continuation", text=text, sources=(self.name,), query=ctx.full_text[-80:])
+        out = span if span is not None else (text or "")  # ended early (EOS, max_tokens): all of it
+        return Help(kind="continuation", text=out, sources=(self.name,), query=ctx.full_text[-80:])
+
+    def _new_text(self, ids: list[int], generated: list[int]) -> str:
+        """The text ``generated`` adds after ``ids``, spaces included, as decoding them together spells it.
+
+        Decoding the new tokens alone (or through a streaming detokenizer, which trims the first
+        token's leading space) would glue the helper's word to the text before it.
+        """
+        anchor = ids[-_ANCHOR:]
+        base = self.tokenizer.decode(anchor)
+        full = self.tokenizer.decode(anchor + generated)
+        return full[len(base):] if full.startswith(base) else self.tokenizer.decode(generated)
 
     @property
     def cache(self) -> list:
@@ -92,6 +104,8 @@ class ModelDelegate:
 
     def _span(self, text: str) -> str | None:
         """The first ``max_words`` words of ``text`` once a boundary follows them, else None."""
+        if text.endswith("\ufffd"):  # a character split across byte-level tokens: wait for the rest
+            return None
         m = self._complete.match(text)
         if m is None or m.end() == len(text):  # the last word may still grow
             return None

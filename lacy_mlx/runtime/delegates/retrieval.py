@@ -130,8 +130,8 @@ def _builder(query: Any, tower: QueryTower | None, store: Any) -> Any:
     if query == "latent":
         if tower is None:
             raise InputError(
-                "query='latent' needs a query tower: pass tower=QueryTower.load(model_dir) "
-                "(trained with `lacy-mlx train`), or use query='text'"
+                "the latent query needs a query tower (query_tower.safetensors beside the model, trained by "
+                "`lacy-mlx train`; in Python QueryTower.load(model_dir)); without one use query='text'"
             )
         dim = getattr(store, "dim", tower.embed_dim)
         if tower.embed_dim != dim:
