@@ -44,11 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", required=True, help="the store to retrieve from")
     p.add_argument("--questions", default="examples/questions.jsonl")
     p.add_argument("--sentences", type=int, default=1)
+    p.add_argument("--skip-first", type=int, help="override the gate's skip_first")
     args = p.parse_args(argv)
     lacy = lacy_mlx.load(args.model, db=args.db)
-    groups = {"factual questions": [q.question for q in load_questions(args.questions)], "no facts needed": NO_FACTS}
+    if args.skip_first is not None:
+        lacy.gate = lacy.gate.with_(skip_first=args.skip_first)
+    groups = {"no facts needed": NO_FACTS}
+    if args.questions:
+        groups = {"factual questions": [q.question for q in load_questions(args.questions)], **groups}
     out = {name: run(lacy, prompts, args.sentences) for name, prompts in groups.items()}
-    print(f"gate {lacy.gate.mode}, entropy threshold {lacy.gate.entropy_threshold}, per sentence {lacy.gate.per_sentence}")
+    print(f"gate {lacy.gate.mode}, entropy threshold {lacy.gate.entropy_threshold}, per sentence "
+          f"{lacy.gate.per_sentence}, skip first {lacy.gate.skip_first}")
     print("| prompts | n | answers with a call | calls per answer | s per answer |\n|---|---|---|---|---|")
     for name, r in out.items():
         print(f"| {name} | {r['n']} | {r['answers_with_calls']:.2f} | {r['calls_per_answer']:.2f} | {r['seconds_per_answer']:.1f} |")

@@ -120,3 +120,13 @@ def test_policy_budget_moves_the_params_threshold():
     _, ent_t, call_t = policy.next_params().tolist()
     assert call_t == pytest.approx(0.75)
     assert policy.reason(1.0, 0.8, policy.last_thresholds) == "call"
+
+
+def test_skip_first_keeps_the_gate_closed_at_the_start():
+    from lacy_mlx.runtime.policy import GatePolicy
+
+    policy = GatePolicy(GateConfig(mode="entropy", entropy_threshold=0.0, skip_first=2), has_call_token=False)
+    modes = [float(policy.next_params()[0]) for _ in range(4)]
+    assert modes[:2] == [0.0, 0.0] and modes[2] > 0 and modes[3] > 0
+    with pytest.raises(InputError, match="skip_first"):
+        GateConfig(skip_first=-1)

@@ -52,6 +52,7 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, help="target share of tokens that call (running quantile), e.g. 0.2")
     p.add_argument("--min-gap", type=int, help="steps after a call during which the gate stays closed")
     p.add_argument("--max-calls", type=int, help="most calls per answer")
+    p.add_argument("--skip-first", type=int, help="tokens at the start of an answer during which the gate stays closed")
     p.add_argument("--per-sentence", type=int, help="most calls per sentence (LaCy's evaluation: 1)")
 
 
@@ -98,6 +99,7 @@ def gate_changes(args: argparse.Namespace) -> dict[str, Any]:
         "min_gap": args.min_gap,
         "max_calls": args.max_calls,
         "per_sentence": args.per_sentence,
+        "skip_first": args.skip_first,
     }
 
 

@@ -36,6 +36,9 @@ class GateConfig:
     - ``max_calls``: cap on calls per generation (None: no cap).
     - ``per_sentence``: at most this many calls per sentence (None: no limit). LaCy's evaluation
       calls once per sentence: a call's value is written before the next may start.
+    - ``skip_first``: the gate stays closed for the answer's first this many tokens. A chat
+      model's first word is uncertain whatever the question (SmolLM2's entropy there passes 3
+      nats on most turns, factual or not), so an open gate there calls on every turn.
     """
 
     mode: GateMode = "call"
@@ -47,6 +50,7 @@ class GateConfig:
     min_gap: int = 1
     max_calls: int | None = None
     per_sentence: int | None = None
+    skip_first: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -61,6 +65,8 @@ class GateConfig:
             raise InputError("budget_window must be >= 8 and budget_warmup >= 0")
         if self.min_gap < 0 or (self.max_calls is not None and self.max_calls < 0):
             raise InputError("min_gap and max_calls must be >= 0")
+        if not isinstance(self.skip_first, int) or self.skip_first < 0:
+            raise InputError(f"skip_first is a number of tokens >= 0, got {self.skip_first!r}")
         if self.per_sentence is not None and self.per_sentence < 1:
             raise InputError(f"per_sentence must be >= 1 (or None for no limit), got {self.per_sentence}")
 
@@ -131,7 +137,7 @@ class GatePolicy:
         self._mode = config.mode
         if not has_call_token and config.mode in ("call", "either"):
             self._mode = "off" if config.mode == "call" else "entropy"
-        self._cooldown = 0
+        self._cooldown = config.skip_first  # counts built steps, as after a call
         self._hold_until_sentence_end = False
         self._params_key: tuple[float, float, float] | None = None
         self._params: mx.array | None = None
