@@ -79,7 +79,8 @@ def chat_demo(questions: list[str] = CHAT_QUESTIONS) -> None:
             mark = paint("right", GREEN) if q.matches(res.text) else paint("wrong", RED)
             calls = "; ".join(f"{c.reason} H={c.entropy:.1f} \"{c.query}\"" for c in res.calls if isinstance(c, Call))
             print(f"  {label:<6} [{mark}] {' '.join(res.text.split())}")
-            print(paint(f"         {len(res.calls)} calls{': ' + calls if calls else ''}"
+            n = len(res.calls)
+            print(paint(f"         {n} call{'' if n == 1 else 's'}{': ' + calls if calls else ''}"
                         f"{'; sources: ' + ', '.join(res.sources) if res.sources else ''} "
                         f"({time.perf_counter() - t1:.1f}s)", DIM))
     print(f"\nchat with it: lacy-mlx chat   (the default model over {db})")
