@@ -9,23 +9,31 @@ Stopping frees the generation's state (KV cache, detokenizer, delegate context) 
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lacy_mlx.errors import LacyError
 from lacy_mlx.runtime.events import Done, Event
 
 if TYPE_CHECKING:
     from lacy_mlx.runtime.cascade import Cascade
-    from lacy_mlx.runtime.lacy import Lacy
+
+
+class _Owner(Protocol):
+    """What a stream needs of the :class:`~lacy_mlx.Lacy` that started it (one generation at a
+    time, and the context it ended with)."""
+
+    _busy: threading.Lock
+    last_context: list[int]
 
 
 class Stream(Iterator[Event]):
     """The events of one generation (see :mod:`lacy_mlx.runtime.events`); ``done`` is the final
     ``Done`` once it was yielded. Nothing runs until the first ``next()``."""
 
-    def __init__(self, owner: Lacy, run: Cascade) -> None:
+    def __init__(self, owner: _Owner, run: Cascade) -> None:
         self._cancel = run.cancel
         self._events = _generate(owner, run)
         self.done: Done | None = None
@@ -60,7 +68,7 @@ class Stream(Iterator[Event]):
         self.close()
 
 
-def _generate(owner: Lacy, run: Cascade) -> Iterator[Event]:
+def _generate(owner: _Owner, run: Cascade) -> Iterator[Event]:
     """The run's events under the owner's one-generation lock. A free function, not a method:
     a generator holding its Stream would form a cycle, and a stream left by ``break`` would then
     keep the lock and the KV cache until the garbage collector ran."""
