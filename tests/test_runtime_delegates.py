@@ -77,8 +77,12 @@ def test_text_query_masks_low_confidence_tokens():
     assert TextQuery().build(short) == "Where was Curie born?"
     subjectless = CallContext(step=3, prompt="", question="<|endoftext|>Lena Santos", text="She was born in",
                               sentence_tokens=("She", " was", " born", " in"), sentence_confidence=(0.9,) * 4)
-    assert TextQuery().build(subjectless) == "She was born in"
+    # "born" is the only word that names anything: the question's subject goes in front
+    assert TextQuery().build(subjectless) == "Lena Santos She was born in"
     assert TextQuery(anchor=True).build(subjectless) == "Lena Santos She was born in"
+    vague = CallContext(step=3, prompt="", question="Who was Marie Curie?", text="She was a",
+                        sentence_tokens=("She", " was", " a"), sentence_confidence=(0.9,) * 3)
+    assert TextQuery().build(vague) == "Who was Marie Curie? She was a"
 
 
 class _Spy:

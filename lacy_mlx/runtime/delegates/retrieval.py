@@ -24,6 +24,12 @@ from lacy_mlx.runtime.kinds import QueryKind
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?\n])\s*")
+# Words that name nothing by themselves: a query made of them alone needs the question's subject.
+_FUNCTION_WORDS = frozenset(
+    "a an the he she it they we you i his her its their our my your this that these those was were is are be "
+    "been being has have had do did does in on at of to by for from with as and or but so then there here "
+    "which who whom whose what when where why how also not no".split()
+)
 _SPECIAL = re.compile(r"<\|[^|>]*\|>")  # control tokens such as <|endoftext|> in a raw prompt
 
 
@@ -32,9 +38,10 @@ class TextQuery:
     """FLARE-style text query.
 
     Tokens of the current sentence whose top-1 probability is below ``mask_below`` are dropped.
-    When fewer than ``min_words`` words remain, or always with ``anchor=True`` (a sentence like
-    "She was born in" names no subject: the question does), the last sentence of the question is
-    put in front. The query keeps at most ``max_chars`` characters (its end).
+    When fewer than ``min_words`` content words remain (function words such as "she", "was",
+    "a" do not count: "She was a" or "She was born in" names no subject, the question does), or
+    always with ``anchor=True``, the last sentence of the question is put in front. The query
+    keeps at most ``max_chars`` characters (its end).
     """
 
     mask_below: float = 0.4
@@ -47,7 +54,8 @@ class TextQuery:
         kept = [t for t, c in zip(ctx.sentence_tokens, ctx.sentence_confidence) if not c < self.mask_below]
         masked = "".join(kept).strip()
         topic = _SPECIAL.sub("", _last_sentence(ctx.question)).strip()
-        if (self.anchor or len(_WORDS.findall(masked)) < self.min_words) and topic not in masked:
+        content = [w for w in _WORDS.findall(masked) if w.lower() not in _FUNCTION_WORDS]
+        if (self.anchor or len(content) < self.min_words) and topic not in masked:
             masked = f"{topic} {masked}".strip()
         if not masked:  # nothing usable: the tail of all text so far
             masked = (ctx.question + " " + ctx.text).strip()
