@@ -25,11 +25,11 @@ from .config_fix import normalise_config
 from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, VerificationError
 from .families import Family, family_for
 from .gguf import convert_gguf
+from .mlx_model import DTYPES, dtype_name, float_dtype
 from .readers import Checkpoint, load_weights, locate
 from .result import ConvertResult
 from .verify import VerifyReport, require_reference, verify as run_verify
 
-DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 QUANT_BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
 Dtype = Literal["float16", "bfloat16", "float32"]
@@ -86,7 +86,7 @@ def convert(
     target = target or _config_dtype(config)
     model, config = _build(ckpt, family, config, model, plan, target, quantize, group_size)
     params = dict(tree_flatten(model.parameters()))
-    out_dtype = target or _float_dtype(params)
+    out_dtype = target or float_dtype(params)
     section = _lacy_section(ckpt, plan)
     with writer.staged_folder(out, overwrite) as stage:
         files = _write(stage, ckpt, config, params, plan, section, max_bytes)
@@ -94,13 +94,13 @@ def convert(
         report = None
         if verify:
             old_vocab = plan.tokenizer_len if plan else _config_rows(config, str(ckpt.config_path))
-            report = run_verify(ckpt, family.kind, stage, dtype=_dtype_name(out_dtype), bits=quantize,
+            report = run_verify(ckpt, family.kind, stage, dtype=dtype_name(out_dtype), bits=quantize,
                                 old_vocab=old_vocab, tolerance=verify_tolerance)
             if not report.passed:
                 raise VerificationError(f"{ckpt.root}: {report.describe()}; nothing was written to {out}")
     return ConvertResult(
         out=out, model_type=family.model_type, kind=family.kind, source_layout=ckpt.layout,
-        dtype=_dtype_name(out_dtype),
+        dtype=dtype_name(out_dtype),
         quantization=config.get("quantization"), num_parameters=_count(out, files),
         files=tuple(sorted(p.name for p in out.iterdir())), lacy=section, verify=report,
         seconds=time.perf_counter() - start,
@@ -139,19 +139,6 @@ def _config_dtype(config: dict[str, Any]) -> mx.Dtype | None:
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
     name = config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or text.get("dtype")
     return DTYPES.get(name) if isinstance(name, str) else None
-
-
-def _dtype_name(dtype: mx.Dtype) -> str:
-    return next((k for k, v in DTYPES.items() if v == dtype), "float32")
-
-
-def _float_dtype(params: dict[str, mx.array]) -> mx.Dtype:
-    """The widest float dtype among the output parameters (when no dtype was asked for)."""
-    floats = {v.dtype for v in params.values() if mx.issubdtype(v.dtype, mx.floating)}
-    for dtype in (mx.float32, mx.bfloat16, mx.float16):
-        if dtype in floats:
-            return dtype
-    return mx.float32
 
 
 def _shell(family: Family, config: dict[str, Any], cfg_path: str) -> Any:

@@ -26,9 +26,9 @@ from .errors import ConvertError, ShapeMismatchError, UnsupportedDtypeError, Ver
 from .gguf_arch import GGUFArch, arch_for, config_from, mlx_name, unpermute_rows
 from .gguf_file import AFFINE_BITS, GROUP_SIZE, SUPPORTED, GGUFHeader, read_header
 from .gguf_tokenizer import build_tokenizer, write_tokenizer_files
+from .mlx_model import DTYPES, dtype_name, float_dtype
 from .result import ConvertResult
 
-_FLOATS = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
 def convert_gguf(
@@ -66,7 +66,7 @@ def convert_gguf(
 
         require_reference()
     quantized = any(t.type_name in AFFINE_BITS for t in header.tensors.values())
-    target = _FLOATS[dtype] if dtype else (mx.float32 if quantized else None)
+    target = DTYPES[dtype] if dtype else (mx.float32 if quantized else None)
     weights, bits = _read_weights(header, row)
     if dequantize or quantize:
         weights, bits = _dequantize(weights, bits, target or mx.float32), {}
@@ -87,7 +87,7 @@ def convert_gguf(
     if quantize:
         config = mlx_model.quantize(model, config, quantize, group_size)
     params = dict(tree_flatten(model.parameters()))
-    out_dtype = target or _widest(params)
+    out_dtype = target or float_dtype(params)
     with writer.staged_folder(out, overwrite) as stage:
         for name, data in tokenizer_files.items():
             (stage / name).write_bytes(data)
@@ -101,11 +101,11 @@ def convert_gguf(
         if verify:
             from .verify import verify_gguf
 
-            report = verify_gguf(src, stage, dtype=_name(out_dtype), tolerance=verify_tolerance)
+            report = verify_gguf(src, stage, dtype=dtype_name(out_dtype), tolerance=verify_tolerance)
             if not report.passed:
                 raise VerificationError(f"{src}: {report.describe()}; nothing was written to {out}")
     return ConvertResult(
-        out=out, model_type=row.model_type, kind="decoder", source_layout="gguf", dtype=_name(out_dtype),
+        out=out, model_type=row.model_type, kind="decoder", source_layout="gguf", dtype=dtype_name(out_dtype),
         quantization=config.get("quantization"), num_parameters=sum(int(np.prod(t.shape)) for t in header.tensors.values()),
         files=tuple(sorted(p.name for p in out.iterdir())), verify=report,
         lacy=plan.lacy_section() if plan is not None else LacySection(),
@@ -220,12 +220,3 @@ def _token_config(ids: dict[str, Any]) -> dict[str, Any]:
     if ends:
         out["eos_token_id"] = ends if len(ends) > 1 else ends[0]
     return out
-
-
-def _widest(params: dict[str, mx.array]) -> mx.Dtype:
-    floats = {v.dtype for v in params.values() if mx.issubdtype(v.dtype, mx.floating)}
-    return next((d for d in (mx.float32, mx.bfloat16, mx.float16) if d in floats), mx.float32)
-
-
-def _name(dtype: mx.Dtype) -> str:
-    return next((k for k, v in _FLOATS.items() if v == dtype), "float32")

@@ -13,6 +13,20 @@ from .errors import ConvertError
 from .shapes import check_against
 
 
+DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
+
+
+def dtype_name(dtype: mx.Dtype) -> str:
+    """"float16" for mx.float16 (float32 for anything not in DTYPES)."""
+    return next((k for k, v in DTYPES.items() if v == dtype), "float32")
+
+
+def float_dtype(params: dict[str, mx.array]) -> mx.Dtype:
+    """The widest float dtype among ``params`` (the output dtype when none was asked for)."""
+    floats = {v.dtype for v in params.values() if mx.issubdtype(v.dtype, mx.floating)}
+    return next((d for d in (mx.float32, mx.bfloat16, mx.float16) if d in floats), mx.float32)
+
+
 def load_checked(model: nn.Module, weights: dict[str, mx.array], file_of: Callable[[str], str]) -> None:
     """Check every name and shape against the model's parameters, then load them."""
     params = tree_flatten(model.parameters())
