@@ -9,5 +9,9 @@ class StoreError(LacyError):
     """The knowledge store cannot do what was asked; nothing stored was changed."""
 
 
+class StoreUpgradeNeeded(StoreError):
+    """A store written by an older schema was opened read-only; a writable open migrates it."""
+
+
 class InputError(LacyError, ValueError):
     """An argument (text, vector, file) is unusable; it was rejected before any write."""

@@ -158,3 +158,23 @@ def test_very_common_words_are_left_out_of_large_queries(tmp_path, monkeypatch):
         assert keyword._drop_common(s.conn, ["common", "words"]) in (["common"], ["words"])  # the rarest stays
         assert _ids(s.search("common words Köln", mode="keyword")) == ["7"]
         assert len(s.search("common words", mode="keyword", k=100)) == 60
+
+
+def test_the_runtime_migrates_an_old_store_it_only_reads(tmp_path):
+    """`generate --db` / `chat` open stores read-only; an older store is migrated once first
+    (the default store of an earlier version would otherwise refuse every chat)."""
+    from lacy_mlx.errors import StoreUpgradeNeeded
+    from lacy_mlx.runtime.lacy import _open_store
+
+    path = tmp_path / "old.db"
+    with Store.open(path, embedder=HashedEmbedder(dim=64)) as s:
+        s.add_documents([{"id": "d1", "text": "The code ZX0001 names this document."}])
+        _downgrade_to_v1(s.conn)
+    with pytest.raises(StoreUpgradeNeeded):
+        Store.open(path, read_only=True)
+    store = _open_store(str(path), None)
+    try:
+        assert store.stats()["schema_version"] == schema.LATEST
+        assert _ids(store.search("zx0001", mode="keyword")) == ["d1"]
+    finally:
+        store.close()

@@ -165,6 +165,7 @@ def _set_budget(gate: Any, value: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     sampling(args)  # invalid settings fail before the model loads
     lacy = build_lacy(args)
+    lacy.reuse_prompt_cache = True  # each turn extends the last: prefill only the new messages
     session = ChatSession(lacy, args, sys.stdout)
     interactive = sys.stdin.isatty()
     session.say(f"lacy-mlx chat with {lacy.name} (gate {lacy.gate.mode}, injection {lacy.injection}); /help for commands")

@@ -20,7 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.sample_utils import make_sampler
 
-from lacy_mlx.errors import InputError, LacyError
+from lacy_mlx.errors import InputError, LacyError, StoreUpgradeNeeded
 from lacy_mlx.runtime.cascade import Cascade, RunSettings
 from lacy_mlx.runtime.delegates import CallbackDelegate, RetrievalDelegate
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate
@@ -372,7 +372,11 @@ def _open_store(db: Any, embedder: Any) -> Any:
     from lacy_mlx.query_tower import QueryTower
     from lacy_mlx.store import Store
 
-    return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
+    try:
+        return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
+    except StoreUpgradeNeeded:  # an older store: one writable open migrates it (fails clearly if read-only)
+        Store.open(db, embedder=embedder, create=False).close()
+        return Store.open(db, embedder=embedder, create=False, read_only=True)
 
 
 def _default_query(section: LacySection | None, model_dir: Path | None, tower: Any, store: Any) -> tuple[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from lacy_mlx.embed.base import Embedder, check_embeddings
 from lacy_mlx.embed.registry import default_embedder, resolve_embedder
-from lacy_mlx.errors import InputError, LacyError, StoreError
+from lacy_mlx.errors import InputError, LacyError, StoreError, StoreUpgradeNeeded
 from lacy_mlx.store import schema
 from lacy_mlx.store.connection import (
     check_is_sqlite,
@@ -131,7 +131,7 @@ class Store(WriteMixin):
             raise damaged(path, ValueError(f"its metadata is garbled (dim {meta['dim']!r})"))
         if version < schema.LATEST:
             if read_only:
-                raise StoreError(f"{path} needs a schema upgrade: open it once for writing "
+                raise StoreUpgradeNeeded(f"{path} needs a schema upgrade: open it once for writing "
                                  f"(e.g. `lacy-mlx ingest FILES --db {path}`), then read it")
             schema.migrate(conn, 0, progress)
         if embedder is not None and (embedder.name != meta["embedder"] or embedder.dim != int(meta["dim"])):
