@@ -206,7 +206,7 @@ RO_PROBE = textwrap.dedent("""
     from lacy_mlx.cli import main
     import lacy_mlx.cli.store, lacy_mlx.cli.ingest, lacy_mlx.cli.search, lacy_mlx.store.writes
     import encodings.idna, encodings.utf_8_sig, json, sqlite_vec, tqdm
-    from lacy_mlx.runtime.lacy import _open_store
+    from lacy_mlx.runtime.loading import _open_store
     os.setgid(65534); os.setuid(65534)
     os.chdir(sys.argv[1])
     for argv in (["store", "delete", "keep", "--db", "kb.db"], ["store", "vacuum", "--db", "kb.db"],

@@ -164,7 +164,7 @@ def test_the_runtime_migrates_an_old_store_it_only_reads(tmp_path):
     """`generate --db` / `chat` open stores read-only; an older store is migrated once first
     (the default store of an earlier version would otherwise refuse every chat)."""
     from lacy_mlx.errors import StoreUpgradeNeeded
-    from lacy_mlx.runtime.lacy import _open_store
+    from lacy_mlx.runtime.loading import _open_store
 
     path = tmp_path / "old.db"
     with Store.open(path, embedder=HashedEmbedder(dim=64)) as s:

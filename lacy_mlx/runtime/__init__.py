@@ -18,7 +18,8 @@ from lacy_mlx.runtime.delegates import (
     TextQuery,
 )
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
-from lacy_mlx.runtime.lacy import Lacy, Sampling, load
+from lacy_mlx.runtime.lacy import Lacy, Sampling
+from lacy_mlx.runtime.loading import load
 from lacy_mlx.runtime.policy import CallBudget, GateConfig
 from lacy_mlx.runtime.stream import Stream
 
