@@ -1,5 +1,32 @@
-"""Assertions shared by the store tests."""
+"""Assertions, a fixture and a CLI runner shared by the store tests."""
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DIM = 16
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``lacy-mlx ARGV`` in process: (exit status, stdout, stderr)."""
+    from lacy_mlx.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    """A store holding one document that every bad call must leave intact."""
+    from lacy_mlx.embed import HashedEmbedder
+    from lacy_mlx.store import Store
+
+    path = tmp_path / "kb.db"
+    with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
+        s.add_documents([{"id": "keep", "text": "This document must survive every bad call."}])
+    return path
 
 
 def assert_indexes_agree(store) -> None:

@@ -15,7 +15,6 @@ import apsw
 import numpy as np
 import pytest
 
-from lacy_mlx.cli import main
 from lacy_mlx.embed import HashedEmbedder
 from lacy_mlx.errors import InputError, StoreError
 from lacy_mlx.ingest import iter_documents
@@ -23,22 +22,9 @@ from lacy_mlx.store import Store
 from lacy_mlx.store import schema
 from lacy_mlx.store.connection import connect, load_vec
 
-DIM = 16
+from store_checks import DIM, cli, store_path  # noqa: F401  (store_path: fixture)
+
 EMB = "hashed-ngram-v1:16"
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture
-def store_path(tmp_path) -> Path:
-    path = tmp_path / "kb.db"
-    with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
-        s.add_documents([{"id": "keep", "text": "This document must survive every bad call."}])
-    return path
 
 
 # ---- data loss and wrong results ------------------------------------------------------------
@@ -240,52 +226,6 @@ def test_read_only_location_errors_are_one_line(store_path, tmp_path):
         base.rmdir()
 
 
-def _damage(path: Path, how: str) -> None:
-    data = bytearray(path.read_bytes())
-    if how == "truncated-half":
-        data = data[: len(data) // 2]
-    elif how == "truncated-header":
-        data = data[:100]
-    elif how == "garbage-pages":
-        rng = np.random.default_rng(0)
-        for page in range(1, len(data) // 4096):
-            data[page * 4096 : page * 4096 + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
-    elif how == "zeroed-schema":
-        data[100:4096] = b"\x00" * (4096 - 100)
-    path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("how", ["truncated-half", "truncated-header", "garbage-pages", "zeroed-schema"])
-def test_damaged_store_gives_one_clear_error(tmp_path, capsys, how):
-    path = tmp_path / "kb.db"
-    with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
-        s.add_documents([{"id": f"d{i}", "text": f"Paragraph {i}. " * 200} for i in range(40)])
-        s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    _damage(path, how)
-    for argv in (["search", "paragraph", "--db", str(path)], ["store", "stats", "--db", str(path)],
-                 ["store", "list", "--db", str(path)], ["ingest", str(tmp_path / "x.txt"), "--db", str(path)]):
-        (tmp_path / "x.txt").write_text("more text", encoding="utf-8")
-        try:
-            code, _, err = cli(capsys, *argv)
-        except apsw.Error as exc:  # pragma: no cover - the failure this test exists for
-            pytest.fail(f"{argv[0]}: raw {type(exc).__name__}: {exc}")
-        if code:
-            assert err.startswith("lacy-mlx: error:") and err.count("\n") == 1, err
-            assert "damaged" in err or "not a lacy store" in err or "not an SQLite" in err, err
-
-
-def test_damaged_store_message_says_how_to_recover(tmp_path):
-    path = tmp_path / "kb.db"
-    with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
-        s.add_documents([{"id": f"d{i}", "text": f"Paragraph {i}. " * 200} for i in range(40)])
-        s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    _damage(path, "garbage-pages")
-    with pytest.raises(StoreError, match=r"damaged.*ingesting the documents again.*\.recover"):
-        with Store.open(path, read_only=True) as s:
-            s.search("paragraph", k=3, fast=False)
-            list(s.documents())
-
-
 @pytest.mark.parametrize("bad, match", [
     ({"id": "s", "text": "lone \udc80 surrogate"}, "not valid Unicode"),
     ({"id": "s\ud800", "text": "fine"}, "not valid Unicode"),
@@ -381,15 +321,6 @@ def test_huge_finite_vectors_keep_their_direction(store_path):
     with Store.open(store_path) as s:
         hits = s.search(np.full(DIM, 1e308), k=1, fast=True)
         assert hits and np.isfinite(hits[0].score) and hits[0].score != 0.0
-
-
-def test_text_that_is_not_utf8_in_the_file_reads_as_damage(store_path):
-    conn = apsw.Connection(str(store_path))
-    conn.execute("UPDATE chunks SET text = CAST(x'ff41' AS TEXT)")
-    conn.close()
-    with Store.open(store_path, read_only=True) as s:
-        with pytest.raises(StoreError, match="damaged"):
-            s.search("survive", k=1)
 
 
 def test_a_file_name_that_is_not_utf8_is_still_ingested(tmp_path, capsys):
