@@ -60,7 +60,7 @@ def convert_gguf(
     _refuse_unreadable(header)
     if out.exists() and not overwrite:
         raise ConvertError(f"{out}: already exists; choose another --out or pass --overwrite")
-    build_tokenizer(header)  # a tokenizer that cannot be rebuilt fails here, before the weights load
+    tokenizer = build_tokenizer(header)  # one that cannot be rebuilt fails here, before the weights load
     if verify:
         from .verify import require_reference
 
@@ -79,7 +79,7 @@ def convert_gguf(
     weights = model.sanitize(weights) if hasattr(model, "sanitize") else weights
     plan = None
     with tempfile.TemporaryDirectory(prefix="lacy-gguf-tok-") as tok_dir:
-        ids = write_tokenizer_files(header, Path(tok_dir))
+        ids = write_tokenizer_files(header, Path(tok_dir), tokenizer)
         if add_call_token:
             model, weights, plan = _add_call_tokens(model, weights, config, Path(tok_dir), src, set(bits))
         tokenizer_files = {p.name: p.read_bytes() for p in Path(tok_dir).iterdir()}

@@ -166,10 +166,11 @@ def special_token_ids(header: GGUFHeader) -> dict[str, Any]:
     return ids
 
 
-def write_tokenizer_files(header: GGUFHeader, folder: Path) -> dict[str, Any]:
+def write_tokenizer_files(header: GGUFHeader, folder: Path, tok: Any = None) -> dict[str, Any]:
     """Write tokenizer.json and tokenizer_config.json (chat template included) into ``folder``;
-    return the special token ids (see :func:`special_token_ids`)."""
-    tok = build_tokenizer(header)
+    return the special token ids (see :func:`special_token_ids`). ``tok``: the tokenizer
+    :func:`build_tokenizer` already made for this header (built here when None)."""
+    tok = tok if tok is not None else build_tokenizer(header)
     tok.save(str(folder / "tokenizer.json"))
     tokens = header.metadata["tokenizer.ggml.tokens"]
     ids = special_token_ids(header)
