@@ -36,32 +36,37 @@ class SearchMixin:
     _fast: MirrorCache
 
     def search(self, query: str | np.ndarray, *, k: int = 5, filters: Filters | None = None,
-               fast: bool | None = None, mode: str | None = None) -> list[SearchHit]:
+               fast: bool | None = None, mode: str | None = None, words: str | None = None) -> list[SearchHit]:
         """The ``k`` chunks that best match ``query`` (a text, or a vector of the store's dim), best first.
 
         ``mode``: ``"vector"`` (cosine to the embedded query), ``"keyword"`` (BM25 over the chunks'
         words; the text is never parsed as FTS5 syntax) or ``"hybrid"`` (both rankings' candidates
-        scored by a weighted sum of cosine and relative BM25, ``keyword.fuse``). None means ``DEFAULT_TEXT_MODE`` for a text and ``"vector"`` for a vector;
-        keyword and hybrid need a text. ``filters`` keeps documents whose metadata matches (see
-        ``filter_clause``), applied in every ranking before its top-k. ``fast`` picks the in-memory
-        mirror (True) or sqlite-vec's exact scan (False) for the vector ranking; None uses the
-        store's mode. ``hit.score`` is the mode's ranking score (cosine, BM25 relevance, fused);
-        ``hit.cosine`` and ``hit.bm25`` hold the components where computed.
+        scored by a weighted sum of cosine and relative BM25, ``keyword.fuse``). ``words``: with a
+        vector query, the text whose keyword ranking goes with it (a latent query's context). None
+        means ``DEFAULT_TEXT_MODE`` when there is text (a text query, or a vector with non-blank
+        ``words``) and ``"vector"`` otherwise; keyword and hybrid need text. ``filters`` keeps
+        documents whose metadata matches (see ``filter_clause``), applied in every ranking before
+        its top-k. ``fast`` picks the in-memory mirror (True) or sqlite-vec's exact scan (False) for
+        the vector ranking; None uses the store's mode. ``hit.score`` is the mode's ranking score
+        (cosine, BM25 relevance, fused); ``hit.cosine`` and ``hit.bm25`` hold the components where computed.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         is_text = isinstance(query, str)
-        mode = (DEFAULT_TEXT_MODE if is_text else "vector") if mode is None else mode
-        if mode not in RETRIEVAL_MODES:
-            raise InputError(f"mode must be one of {RETRIEVAL_MODES}, got {mode!r}")
+        if is_text and words is not None:
+            raise InputError("words= goes with a vector query: a text query is its own words")
         if is_text and not query.strip():
             raise InputError("the search text is empty: give some words to search for")
-        if is_text:
-            check_unicode(query, "the search text")
-        if not is_text and mode != "vector":
-            raise InputError(f"mode={mode!r} needs the query as text (a vector can only be searched with mode='vector')")
+        text = query if is_text else (words if isinstance(words, str) and words.strip() else None)
+        mode = (DEFAULT_TEXT_MODE if text is not None else "vector") if mode is None else mode
+        if mode not in RETRIEVAL_MODES:
+            raise InputError(f"mode must be one of {RETRIEVAL_MODES}, got {mode!r}")
+        if text is not None:
+            check_unicode(text, "the search text")
+        elif mode != "vector":
+            raise InputError(f"mode={mode!r} needs text: give the query as text, or words=... with the vector")
         if mode == "keyword":
-            pairs = keyword_search(self.conn, query, k, filters)
+            pairs = keyword_search(self.conn, text, k, filters)
             return self._hits(pairs, bm25=dict(pairs))
         vecs = check_embeddings(self.embedder.embed(query) if is_text else query, self.dim, what="query vector")
         if len(vecs) != 1:
@@ -74,7 +79,7 @@ class SearchMixin:
             return self._hits(pairs, cosine=dict(pairs))
         depth = max(k, MIN_DEPTH)
         by_vec = self._search_vector(vec, min(depth, MAX_EXACT_K), filters, use_fast, rescore=False)
-        by_kw = dict(keyword_search(self.conn, query, depth, filters)) if fts_query(query) is not None else {}
+        by_kw = dict(keyword_search(self.conn, text, depth, filters)) if fts_query(text) is not None else {}
         # Candidates' cosines come from the mirror when it is current (approximate if int8), else from
         # sqlite-vec rowid lookups; with an int8 mirror the k kept are rescored exactly.
         mirror = self._fast.current(self.conn) if use_fast else None
