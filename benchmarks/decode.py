@@ -31,7 +31,8 @@ from mlx_lm.generate import generate_step
 
 import lacy_mlx
 from lacy_mlx.embed import HashedEmbedder
-from lacy_mlx.gate import gate_params, gate_stats
+from lacy_mlx.gate import gate_params
+from lacy_mlx.kernels.dispatch import gate_stats
 from lacy_mlx.platform import openblas_preloaded
 from lacy_mlx.runtime import GateConfig
 from lacy_mlx.runtime.inject import special_ids

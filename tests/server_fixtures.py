@@ -1,4 +1,4 @@
-"""Servers on loopback around tiny models, for the server tests (import the fixtures you use)."""
+"""Servers on loopback around tiny models, for the server tests (the ``plain_server`` fixture is in conftest.py)."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlx_lm
-import pytest
 from runtime_models import boost_call, vocab_of
 
 import lacy_mlx
@@ -33,13 +32,6 @@ def running(lacy, **config) -> Iterator[LacyServer]:
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture()
-def plain_server(tiny_dir) -> Iterator[LacyServer]:
-    """The tiny model, gate on (it never calls: p(<CALL>) is low), no store."""
-    with running(lacy_mlx.load(str(tiny_dir))) as server:
-        yield server
 
 
 def calling_lacy(tiny_dir: Path, tmp_path: Path, **load_kw):

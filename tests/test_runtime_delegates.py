@@ -7,7 +7,6 @@ import mlx_lm
 import numpy as np
 import pytest
 from mlx_lm.generate import generate_step
-from runtime_models import helper_dir, tiny, tiny_dir  # noqa: F401  (fixtures)
 
 import lacy_mlx
 from lacy_mlx.embed import HashedEmbedder

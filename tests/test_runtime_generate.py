@@ -4,7 +4,7 @@ import math
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import generate_step, stream_generate
-from runtime_models import boost_call, check_context, tiny, tiny_dir, vocab_of  # noqa: F401  (fixtures)
+from runtime_models import boost_call, check_context, vocab_of
 
 import lacy_mlx
 from lacy_mlx.errors import InputError
@@ -88,8 +88,8 @@ def test_forced_calls_through_boosted_call_logit(tiny_dir):
     assert done.calls == len(calls) and done.tokens == 12
     # The KV cache held what a from-scratch pass over the final context computes (calls at the
     # last position included, where no speculative step fed <CALL>).
-    assert check_context(model, lacy.last_context, len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
-    assert lacy.last_context.count(call_id) == len(calls)
+    assert check_context(model, list(done.context), len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
+    assert done.context.count(call_id) == len(calls)
     assert done.call_rate == pytest.approx(len(calls) / done.steps)
     assert done.host_syncs == done.steps
 
@@ -206,11 +206,10 @@ def test_probe_reports_what_the_model_alone_would_write_and_changes_nothing(tiny
     lacy = lacy_mlx.load((model, tok), delegate=lambda ctx: "Warsaw is a city.",
                          gate=GateConfig(mode="call", call_threshold=0.5))
     plain = list(lacy.stream(PROMPT, max_tokens=12))
-    plain_context = list(lacy.last_context)
     probed = list(lacy.stream(PROMPT, max_tokens=12, probe=5))
     assert [e.id for e in probed if isinstance(e, Token)] == [e.id for e in plain if isinstance(e, Token)]
-    assert lacy.last_context == plain_context
-    assert check_context(model, lacy.last_context, len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
+    assert probed[-1].context == plain[-1].context
+    assert check_context(model, list(probed[-1].context), len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
     calls = [e for e in probed if isinstance(e, Call)]
     assert calls and all(c.alone is not None for c in calls)
     assert all(c.alone is None for c in plain if isinstance(c, Call))

@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx_lm
 import pytest
 from mlx_lm.generate import generate_step
-from runtime_models import boost_call, build_model, tiny, tiny_dir, vocab_of  # noqa: F401  (fixtures)
+from runtime_models import boost_call, build_model, vocab_of
 
 import lacy_mlx
 from lacy_mlx.cli import main
@@ -81,7 +81,7 @@ def test_generation_stops_when_the_context_is_full(short_context):
         events = _run(lacy, max_tokens=200)
         done = events[-1]
         assert isinstance(done, Done) and done.finish_reason in ("length", "stop")
-        assert len(lacy.last_context) <= 48 and done.tokens < 48
+        assert len(done.context) <= 48 and done.tokens < 48
 
 
 # ---- a delegate's huge answer -----------------------------------------------------------------

@@ -3,7 +3,6 @@ and the prompt cache kept across a conversation's turns."""
 import threading
 
 import pytest
-from runtime_models import tiny, tiny_dir  # noqa: F401  (fixtures)
 
 import lacy_mlx
 from lacy_mlx.errors import LacyError

@@ -5,8 +5,7 @@ import threading
 import numpy as np
 import openai
 import pytest
-from runtime_models import tiny, tiny_dir  # noqa: F401  (fixtures)
-from server_fixtures import calling_lacy, occupy, plain_server, running  # noqa: F401
+from server_fixtures import calling_lacy, occupy, running
 
 import lacy_mlx
 
@@ -108,12 +107,12 @@ def test_embeddings_float_and_base64(tiny_dir, tmp_path):
     with running(lacy) as server:
         c = client(server)
         texts = ["Marie Curie was born in Warsaw.", "rivers"]
-        want = lacy.store.embedder.embed_batch(texts)
+        want = lacy.delegate.store.embedder.embed_batch(texts)
         r = c.embeddings.create(model=server.model_id, input=texts)  # the client asks for base64
         got = np.array([d.embedding for d in r.data], dtype=np.float32)
         np.testing.assert_allclose(got, want, atol=1e-6)
-        assert r.model == lacy.store.embedder.name and r.usage.prompt_tokens > 0
-        f = c.embeddings.create(model=lacy.store.embedder.name, input="rivers", encoding_format="float")
+        assert r.model == lacy.delegate.store.embedder.name and r.usage.prompt_tokens > 0
+        f = c.embeddings.create(model=lacy.delegate.store.embedder.name, input="rivers", encoding_format="float")
         np.testing.assert_allclose(np.array(f.data[0].embedding), want[1], atol=1e-6)
 
 

@@ -22,7 +22,7 @@ from lacy_mlx.store import Store
 from lacy_mlx.store import schema
 from lacy_mlx.store.connection import connect, load_vec
 
-from store_checks import DIM, cli, store_path  # noqa: F401  (store_path: fixture)
+from store_checks import DIM, cli
 
 EMB = "hashed-ngram-v1:16"
 

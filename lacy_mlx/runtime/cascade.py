@@ -347,4 +347,5 @@ class Cascade:
             host_syncs=self.syncs,
             delegate_errors=self.errors,
             cached_tokens=self.cached_tokens,
+            context=tuple(self.context),
         )

@@ -110,6 +110,8 @@ class Done:
     fused into the device step), ``retrieval_s`` the retrieval delegates, ``delegate_s`` all
     delegates (retrieval included), ``inject_s`` feeding evidence into the SLM.
     ``host_syncs`` counts device-to-host synchronisations in the decode loop (one per step).
+    ``context``: the token ids the SLM's KV cache ended with (prompt, output, <CALL> and evidence
+    blocks), in order.
     """
 
     finish_reason: FinishReason
@@ -128,6 +130,7 @@ class Done:
     host_syncs: int
     delegate_errors: int = 0
     cached_tokens: int = 0
+    context: tuple[int, ...] = ()
 
 
 Event = Token | Call | Evidence | DelegateError | Done

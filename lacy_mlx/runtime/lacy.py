@@ -40,8 +40,6 @@ from lacy_mlx.runtime.stream import Stream
 if TYPE_CHECKING:
     from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-    from lacy_mlx.store import Store
-
 Sampler = Callable[[mx.array], mx.array]
 """An mlx-lm sampler: log-probabilities ``(1, V)`` -> token ids ``(1,)``."""
 GateChange = str | float | int | None
@@ -97,8 +95,8 @@ class Lacy:
     """An mlx-lm model with the gate, a delegate and an injection mode.
 
     Build it with :func:`load`. ``gate``, ``injection`` and ``delegate`` are attributes: change
-    them between generations (the chat CLI's slash commands do). ``last_context`` holds, after a
-    generation, the token ids the SLM's KV cache ended with (prompt, output, calls, evidence).
+    them between generations (the chat CLI's slash commands do). A generation's ``Done.context``
+    holds the token ids the SLM's KV cache ended with (prompt, output, calls, evidence).
 
     ``reuse_prompt_cache``: keep the SLM's KV cache after a generation and prefill only what the
     next prompt does not share with it (a conversation's turns; ``Done.cached_tokens``). Off by
@@ -119,7 +117,6 @@ class Lacy:
         delegate: Delegate | Callable[[CallContext], object] | None = None,
         gate: GateConfig,
         injection: Injection = "auto",
-        store: Store | None = None,
         max_evidence_tokens: int = 256,
         name: str = "model",
         retrieve_first: bool = False,
@@ -129,7 +126,6 @@ class Lacy:
         self.model = model
         self.tokenizer = tokenizer
         self.specials = specials
-        self.store = store
         self.delegate: Delegate | None = _as_delegate(delegate)
         self.gate = gate
         self.injection = resolve_injection(injection, specials)
@@ -138,7 +134,6 @@ class Lacy:
         self.retrieve_first = retrieve_first
         self.placement = placement
         self.max_context = context_length(model)  # None: the model states no limit
-        self.last_context: list[int] = []
         self.reuse_prompt_cache = reuse_prompt_cache
         self._prompt_cache: PromptCache | None = None
         self._busy = threading.Lock()

@@ -95,7 +95,7 @@ def load(
         retrieve_first = bool(retrieval.get("first", False))
     name = default_name or (Path(str(model)).name if not isinstance(model, tuple) else "model")
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
-                store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
+                max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
                 placement=placement)
 
 

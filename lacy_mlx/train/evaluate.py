@@ -197,7 +197,7 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
                     for g, ps in chosen.groups.items()
                 }
         finally:
-            lacy.store.close()
+            lacy.delegate.store.close()
     return report
 
 
