@@ -35,7 +35,7 @@ from lacy_mlx.gate import gate_params
 from lacy_mlx.kernels.dispatch import gate_stats
 from lacy_mlx.platform import openblas_preloaded
 from lacy_mlx.runtime import GateConfig
-from lacy_mlx.runtime.inject import special_ids
+from lacy_mlx.tokens import special_ids
 from lacy_mlx.store import Store
 
 PROMPT = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16"

@@ -9,7 +9,7 @@ from runtime_models import boost_call, check_context, vocab_of
 import lacy_mlx
 from lacy_mlx.errors import InputError
 from lacy_mlx.runtime import Call, CallbackDelegate, DelegateError, Done, Evidence, GateConfig, Lacy, Token
-from lacy_mlx.runtime.inject import SpecialIds
+from lacy_mlx.tokens import SpecialIds
 
 PROMPT = "Marie Curie was born in"
 
@@ -90,7 +90,7 @@ def test_forced_calls_through_boosted_call_logit(tiny_dir):
     # last position included, where no speculative step fed <CALL>).
     assert check_context(model, list(done.context), len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
     assert done.context.count(call_id) == len(calls)
-    assert done.call_rate == pytest.approx(len(calls) / done.steps)
+    assert done.call_rate == pytest.approx(len(calls) / done.tokens)  # calls per generated token
     assert done.host_syncs == done.steps
 
 
@@ -186,7 +186,6 @@ def test_ids_and_gate_come_from_config_or_vocab(tiny_dir, tmp_path):
 
 def test_max_sentences_stops_after_a_sentence_end(tiny):
     from lacy_mlx.runtime import Lacy
-    from lacy_mlx.runtime.inject import SpecialIds
 
     model, tok = tiny
     lacy = Lacy(model, tok, specials=SpecialIds(), gate=GateConfig(mode="off"))

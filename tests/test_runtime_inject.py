@@ -9,7 +9,8 @@ import lacy_mlx
 from lacy_mlx.gate import gate_params
 from lacy_mlx.runtime import Call, CallbackDelegate, Evidence, GateConfig, Lacy, Token
 from lacy_mlx.runtime.decoder import Decoder
-from lacy_mlx.runtime.inject import SpecialIds, encode_prompt, inline_evidence_ids
+from lacy_mlx.runtime.inject import encode_prompt, inline_evidence_ids
+from lacy_mlx.tokens import SpecialIds
 
 PROMPT = "Alan Turing was born in"
 
@@ -35,7 +36,7 @@ def test_inline_injection_equals_prefill_from_scratch(tiny_dir):
     dec.trim(1)  # the loop would have built one step ahead; take it back and call here
     fed.pop()
     step = dec.feed([ids.call], params)
-    evidence = inline_evidence_ids(tok, "Turing was born in London in 1912.", ids, 64)
+    evidence, _ = inline_evidence_ids(tok, "Turing was born in London in 1912.", ids, 64)
     step = dec.feed(evidence, params)
     fed += [ids.call, *evidence]
     assert dec.offset == len(fed) == dec.cache[0].offset

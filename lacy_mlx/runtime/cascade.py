@@ -19,20 +19,21 @@ import mlx.core as mx
 from lacy_mlx.errors import InputError
 from lacy_mlx.runtime.decoder import Decoder, Step
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate, Outcome, run_delegate
-from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence
+from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, call_rate
 from lacy_mlx.runtime.inject import (
     Messages,
     Placement,
-    SpecialIds,
     bounded_ids,
     bounded_passages,
     encode_prompt,
+    inline_evidence_ids,
     titled_passages,
 )
 from lacy_mlx.runtime.kinds import FinishReason
 from lacy_mlx.runtime.output import OutputText
 from lacy_mlx.runtime.policy import GateConfig, GatePolicy
 from lacy_mlx.runtime.prompt_cache import PromptCache
+from lacy_mlx.tokens import SpecialIds
 
 
 @dataclass(frozen=True)
@@ -306,8 +307,8 @@ class Cascade:
 
     def _inject_inline(self, help_: Any) -> Iterator[Event]:
         # <CALL> <EVIDENCE> ... </EVIDENCE> and one position to decode from must fit the context.
-        body, text = bounded_ids(self.tokenizer, help_.text, min(self.s.max_evidence_tokens, self._room() - 4))
-        ids = [self.specials.evidence_start, *body, self.specials.evidence_end]
+        room = min(self.s.max_evidence_tokens, self._room() - 4)
+        ids, text = inline_evidence_ids(self.tokenizer, help_.text, self.specials, room)
         yield Evidence(self.steps - 1, text, "evidence", "inline", help_.sources, len(ids))
         call = [self.specials.call]
         feed = ids if self._speculated else call + ids  # the speculative step fed <CALL> already
@@ -336,7 +337,7 @@ class Cascade:
             tokens=n,
             steps=self.steps,
             calls=self.policy.calls,
-            call_rate=self.policy.calls / max(self.steps, 1),
+            call_rate=call_rate(self.policy.calls, n) or 0.0,
             seconds=seconds,
             tokens_per_s=n / gen_s,
             prompt_s=self.t.prompt,

@@ -105,7 +105,7 @@ class Done:
     ``cancelled`` (:meth:`lacy_mlx.runtime.stream.Stream.cancel`). ``cached_tokens``: prompt
     tokens taken from the kept KV cache instead of being prefilled (``reuse_prompt_cache``).
     ``tokens`` counts output tokens (model and delegate); ``steps`` counts SLM decode steps;
-    ``call_rate`` = calls / steps. Times are seconds of host wall time: ``gate_s`` is the host
+    ``call_rate`` = calls / tokens (:func:`call_rate`; 0 when no token was generated). Times are seconds of host wall time: ``gate_s`` is the host
     work of the gate policy (thresholds, budget, decision handling; the gate math itself runs
     fused into the device step), ``retrieval_s`` the retrieval delegates, ``delegate_s`` all
     delegates (retrieval included), ``inject_s`` feeding evidence into the SLM.
@@ -134,6 +134,17 @@ class Done:
 
 
 Event = Token | Call | Evidence | DelegateError | Done
+
+
+def call_rate(calls: int, tokens: int) -> float | None:
+    """Calls per generated token: the one meaning of "call rate" (``Done.call_rate``, the QA
+    report, the evaluation metrics, training's logs, where a token is a position and a call a
+    <CALL> target). None when no token was generated.
+
+    The gate's ``budget`` is another number: the share of decode steps that call. A step that
+    calls writes no token of its own, so the call rate of a budget ``b`` is about ``b / (1 - b)``.
+    """
+    return calls / tokens if tokens > 0 else None
 
 
 @dataclass

@@ -31,11 +31,12 @@ from lacy_mlx.runtime.events import (
     GenerationResult,
     Token,
 )
-from lacy_mlx.runtime.inject import Messages, Placement, SpecialIds, resolve_injection
+from lacy_mlx.runtime.inject import Messages, Placement, resolve_injection
 from lacy_mlx.runtime.kinds import Injection
 from lacy_mlx.runtime.policy import GateConfig
 from lacy_mlx.runtime.prompt_cache import PromptCache
 from lacy_mlx.runtime.stream import Stream
+from lacy_mlx.tokens import SpecialIds
 
 if TYPE_CHECKING:
     from mlx_lm.tokenizer_utils import TokenizerWrapper

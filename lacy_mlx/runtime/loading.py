@@ -10,11 +10,11 @@ from lacy_mlx.errors import InputError, LacyError, StoreUpgradeNeeded
 from lacy_mlx.runtime.delegates import RetrievalDelegate
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate
 from lacy_mlx.runtime.delegates.retrieval import TextQuery
-from lacy_mlx.runtime.inject import Placement, SpecialIds, special_ids
+from lacy_mlx.runtime.inject import Placement
 from lacy_mlx.runtime.kinds import Injection, QueryKind
 from lacy_mlx.runtime.lacy import Lacy
 from lacy_mlx.runtime.policy import GateConfig
-from lacy_mlx.tokens import LacySection
+from lacy_mlx.tokens import LacySection, special_ids
 
 if TYPE_CHECKING:
     from lacy_mlx.embed import Embedder
@@ -68,13 +68,7 @@ def load(
 
         model, default_name = default_model_dir(), NAME
     model_obj, tokenizer, model_dir, section = _load_model(model)
-    specials = special_ids(tokenizer, None)
-    if section is not None:
-        specials = SpecialIds(
-            section.call_token_id if section.call_token_id is not None else specials.call,
-            section.evidence_start_id if section.evidence_start_id is not None else specials.evidence_start,
-            section.evidence_end_id if section.evidence_end_id is not None else specials.evidence_end,
-        )
+    specials = special_ids(tokenizer, section)
     if gate is None:
         mode = "call" if specials.call is not None else "entropy"
         gate = GateConfig.from_section(section.gate if section else {}, mode=mode)

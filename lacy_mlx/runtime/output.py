@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lacy_mlx.runtime.events import Token
-
-_BOUNDARY_CHARS = frozenset(".!?\n")
+from lacy_mlx.sentences import ends_sentence
 
 
 @dataclass
@@ -99,7 +98,7 @@ class OutputText:
     def _is_boundary(self, token: int) -> bool:
         b = self._boundary.get(token)
         if b is None:
-            b = self._boundary[token] = bool(_BOUNDARY_CHARS.intersection(self.piece(token)))
+            b = self._boundary[token] = ends_sentence(self.piece(token))
         return b
 
     def _commit(self, items: list[_Pending]) -> list[Token]:

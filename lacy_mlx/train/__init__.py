@@ -27,7 +27,7 @@ _EXPORTS = {
     "make_people": "lacy_mlx.train.corpus",
     "evidence_records": "lacy_mlx.train.corpus",
     "parse_claims": "lacy_mlx.train.corpus",
-    "format_evidence": "lacy_mlx.train.copying",
+    "format_evidence": "lacy_mlx.tokens",
     "make_tagger": "lacy_mlx.train.labels",
 }
 

@@ -21,9 +21,9 @@ from lacy_mlx.errors import InputError
 from lacy_mlx.query_tower import QueryTower
 from lacy_mlx.runtime.delegates.base import CallContext, Help
 from lacy_mlx.runtime.kinds import QueryKind
+from lacy_mlx.sentences import last_sentence
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?\n])\s*")
 # Words that name nothing by themselves: a query made of them alone needs the question's subject.
 _FUNCTION_WORDS = frozenset(
     "a an the he she it they we you i his her its their our my your this that these those was were is are be "
@@ -53,7 +53,7 @@ class TextQuery:
     def build(self, ctx: CallContext) -> str:
         kept = [t for t, c in zip(ctx.sentence_tokens, ctx.sentence_confidence) if not c < self.mask_below]
         masked = "".join(kept).strip()
-        topic = _SPECIAL.sub("", _last_sentence(ctx.question)).strip()
+        topic = _SPECIAL.sub("", last_sentence(ctx.question)).strip()
         content = [w for w in _WORDS.findall(masked) if w.lower() not in _FUNCTION_WORDS]
         if (self.anchor or len(content) < self.min_words) and topic not in masked:
             masked = f"{topic} {masked}".strip()
@@ -160,8 +160,3 @@ def _cosine(hit: Any) -> float | None:
 
 def _source(hit: Any) -> str:
     return hit.title or hit.external_id or f"document {hit.document_id}"
-
-
-def _last_sentence(text: str) -> str:
-    parts = [p for p in _SENTENCE_END.split(text.strip()) if p.strip()]
-    return parts[-1].strip() if parts else ""
