@@ -11,7 +11,7 @@ from runtime_models import boost_call, vocab_of
 
 import lacy_mlx
 from lacy_mlx.embed import HashedEmbedder
-from lacy_mlx.runtime import CallbackDelegate, GateConfig
+from lacy_mlx.runtime import CallbackDelegate, GateConfig, RetrievalDelegate
 from lacy_mlx.server import LacyServer, ServerConfig
 from lacy_mlx.server.worker import Job
 from lacy_mlx.store import Store
@@ -40,7 +40,8 @@ def calling_lacy(tiny_dir: Path, tmp_path: Path, **load_kw):
     boost_call(model, vocab_of(tiny_dir)[CALL_TOKEN])
     store = Store.open(tmp_path / "kb.db", embedder=HashedEmbedder(dim=64))
     store.add_documents(DOCS)
-    lacy = lacy_mlx.load((model, tok), db=store, gate=GateConfig(mode="call", per_sentence=1), k=2, **load_kw)
+    lacy = lacy_mlx.load((model, tok), delegate=RetrievalDelegate(store, k=2), gate=GateConfig(mode="call", per_sentence=1),
+                         **load_kw)
     lacy.name = "tiny-calls"
     return lacy
 

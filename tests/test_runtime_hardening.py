@@ -27,6 +27,7 @@ from lacy_mlx.runtime import (
     Evidence,
     GateConfig,
     ModelDelegate,
+    RetrievalDelegate,
     Sampling,
     Token,
 )
@@ -245,7 +246,7 @@ def test_query_defaults_to_the_models_tower_when_it_fits(tmp_path):
     QueryTower(64, 32).save(folder, embedder="hashed-ngram-v1:32")
     assert lacy_mlx.load(str(folder), db=str(fits)).delegate.query_kind == "latent"
     assert lacy_mlx.load(str(folder), db=str(other)).delegate.query_kind == "text"
-    assert lacy_mlx.load(str(folder), db=str(fits), query="text").delegate.query_kind == "text"
+    assert lacy_mlx.load(str(folder), delegate=RetrievalDelegate(str(fits), query="text")).delegate.query_kind == "text"
     from lacy_mlx.cli import build_parser
 
     args = build_parser().parse_args(["generate", "--model", "m", "--prompt", "p"])

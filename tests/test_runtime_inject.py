@@ -9,6 +9,7 @@ import lacy_mlx
 from lacy_mlx.gate import gate_params
 from lacy_mlx.runtime import Call, CallbackDelegate, Evidence, GateConfig, Lacy, Token
 from lacy_mlx.runtime.decoder import Decoder
+from lacy_mlx.runtime.events import output_text
 from lacy_mlx.runtime.inject import encode_prompt, inline_evidence_ids
 from lacy_mlx.tokens import SpecialIds
 
@@ -94,13 +95,13 @@ def test_prefix_injection_puts_passages_in_the_prompt_and_regenerates(tiny):
     new_prompt = encode_prompt(tok, PROMPT, passages=passages)
     ctx = list(events[-1].context)
     assert tuple(ctx[: len(new_prompt.ids)]) == new_prompt.ids
-    out_ids = [e.id for e in events if isinstance(e, Token) and e.id >= 0]
+    out_ids = [e.id for e in events if isinstance(e, Token)]
     assert ctx[len(new_prompt.ids):] == out_ids  # the stream only ever appends
-    text = "".join(e.text for e in events if isinstance(e, Token))
+    text = "".join(output_text(e) for e in events)
     assert text == tok.decode(out_ids)
     # Tokens after the last regeneration are the greedy continuation of the passages-prompt.
     last = max(i for i, e in enumerate(events) if isinstance(e, Evidence))
-    after = [e.id for e in events[last:] if isinstance(e, Token) and e.id >= 0]
+    after = [e.id for e in events[last:] if isinstance(e, Token)]
     logits = _full_logits(model, ctx)
     greedy = np.array(mx.argmax(logits, axis=-1))
     start = len(ctx) - len(after)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lacy_mlx.errors import InputError
+from lacy_mlx.runtime.kinds import Injection, ResolvedInjection
 from lacy_mlx.tokens import SpecialIds
 
-INJECTIONS = ("auto", "inline", "prefix")
+INJECTIONS: tuple[str, ...] = get_args(Injection)  # ("auto", "inline", "prefix")
 
 
-def resolve_injection(mode: str, ids: SpecialIds) -> str:
+def resolve_injection(mode: Injection, ids: SpecialIds) -> ResolvedInjection:
     """``inline`` or ``prefix`` for ``mode``; raises InputError when inline is impossible."""
     if mode not in INJECTIONS:
         raise InputError(f"injection must be one of {INJECTIONS}, got {mode!r}")
@@ -29,7 +30,7 @@ def resolve_injection(mode: str, ids: SpecialIds) -> str:
             "inline injection needs <CALL>, <EVIDENCE> and </EVIDENCE> in the model's vocabulary: "
             "add them with lacy-mlx's token surgery and fine-tune, or use injection='prefix'"
         )
-    return mode
+    return mode  # type: ignore[return-value]  # "auto" was decided above
 
 
 # No tokenizer spells more characters per token than this in practice; text past

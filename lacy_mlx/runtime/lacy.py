@@ -159,7 +159,8 @@ class Lacy:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
         template); returns a :class:`~lacy_mlx.runtime.stream.Stream` of events
         (:mod:`lacy_mlx.runtime.events`): ``Token``, ``Call``, ``Evidence``, ``DelegateError``,
-        and a final ``Done``.
+        and a final ``Done``. The output text is the ``Token`` texts, then ``Done.trailing_text``
+        (:func:`~lacy_mlx.runtime.events.output_text` of each event).
 
         Arguments are checked and the prompt encoded now (bad input raises
         :class:`~lacy_mlx.errors.InputError` here); decoding starts at the first ``next()``.
@@ -221,7 +222,8 @@ class Lacy:
         probe: int = 0,
         **gate_changes: GateChange,
     ) -> GenerationResult:
-        """Run :meth:`stream` to the end; the text, the stats and every call (same arguments)."""
+        """Run :meth:`stream` to the end; the text (trailing text included), the stats (``stats.context``:
+        the final context) and every call (same arguments)."""
         parts: list[str] = []
         calls: list[Call] = []
         evidence: list[Evidence] = []
@@ -241,7 +243,7 @@ class Lacy:
             elif isinstance(ev, Done):
                 done = ev
         assert done is not None  # the stream always ends with Done
-        return GenerationResult("".join(parts), done, calls, evidence, errors)
+        return GenerationResult("".join(parts) + done.trailing_text, done, calls, evidence, errors)
 
     def clear_prompt_cache(self) -> None:
         """Forget the kept KV cache (``reuse_prompt_cache``); the next prompt is prefilled whole."""

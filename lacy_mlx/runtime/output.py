@@ -59,16 +59,14 @@ class OutputText:
             self.sentence = []
         return events, ended
 
-    def flush(self) -> list[Token]:
-        """Commit what is held and the detokenizer's tail; call once at the end."""
+    def flush(self) -> tuple[list[Token], str]:
+        """Commit what is held; (its events, the text the detokenizer held back). Call once at the end."""
         events = self._commit(self.held)
         self.held = []
         self.detok.finalize()
         tail = self.detok.last_segment
-        if tail:
-            self.text += tail
-            events.append(Token(tail, -1, -1, "model"))  # no new token: the detokenizer's held-back text
-        return events
+        self.text += tail
+        return events, tail
 
     def drop_held(self) -> int:
         """Forget the held tokens (their sentence is generated again); how many were dropped."""
