@@ -42,6 +42,7 @@ _EXPORTS = {
     "TextQuery": "lacy_mlx.runtime",
     "ModelDelegate": "lacy_mlx.runtime",
     "CallbackDelegate": "lacy_mlx.runtime",
+    "output_text": "lacy_mlx.runtime",
     # the OpenAI-compatible server
     "LacyServer": "lacy_mlx.server",
     "ServerConfig": "lacy_mlx.server",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
         TextQuery,
         Token,
         load,
+        output_text,
     )
     from lacy_mlx.server import LacyServer, ServerConfig
     from lacy_mlx.store import SearchHit, Store
