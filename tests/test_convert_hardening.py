@@ -5,12 +5,11 @@ import json
 
 import pytest
 
+from convert_models import checkpoint, fresh_copy
+from lacy_mlx.convert import CorruptFileError, UnsupportedDtypeError, convert
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from convert_models import checkpoint, fresh_copy  # noqa: E402
-
-from lacy_mlx.convert import CorruptFileError, UnsupportedDtypeError, convert  # noqa: E402
 
 
 @pytest.mark.parametrize("index", ["model.safetensors.index.json", "pytorch_model.bin.index.json"])

@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-from runtime_models import tiny_dir  # noqa: F401  (fixture)
 
 from lacy_mlx.cli import build_parser, main
 from lacy_mlx.embed import HashedEmbedder
