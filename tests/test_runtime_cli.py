@@ -55,6 +55,12 @@ def test_generate_reports_a_missing_model(tmp_path, capsys):
     assert rc == 1 and "cannot load the model" in capsys.readouterr().err
 
 
+def test_helper_model_with_db_is_refused_not_ignored(tiny_dir, kb, capsys):
+    rc = main(["generate", "--model", str(tiny_dir), "--helper-model", str(tiny_dir), "--db", str(kb),
+               "--prompt", "hi"])
+    assert rc == 1 and "--db would go unused" in capsys.readouterr().err
+
+
 def _chat_cmd(tiny_dir, kb):
     return [sys.executable, "-m", "lacy_mlx", "chat", "--model", str(tiny_dir), "--db", str(kb), "--max-tokens", "8"]
 

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from lacy_mlx.cli import cli_words
 from lacy_mlx.cli.terminal import inert
+from lacy_mlx.errors import InputError
 from lacy_mlx.gate import MODES
 
 
@@ -68,6 +69,9 @@ def build_lacy(args: argparse.Namespace) -> Any:
     import lacy_mlx
     from lacy_mlx.runtime import ModelDelegate, RetrievalDelegate, TextQuery
 
+    if args.helper_model and args.db:  # only one delegate answers a call; a silently unused --db misleads
+        raise InputError("--helper-model answers each call itself, so --db would go unused: "
+                         "drop --db, or drop --helper-model to retrieve from the store")
     if args.helper_model:
         delegate = ModelDelegate.load(args.helper_model, max_words=args.helper_words)
     elif (db := store_for(args)) is not None:  # --anchor asks for the text query, anchored
