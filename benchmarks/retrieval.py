@@ -11,6 +11,13 @@ Prints a table and one JSON line. Query sets (each query labelled with the docum
   error codes, employee numbers, all alike but for the identifier), asked for by that identifier,
   bare ("KQ-7731") and in a question ("Where did order KQ-7731 ship from?"); stored beside the
   knowledge base's passages.
+- ``kb-latent`` (with ``--latent``): the runtime's latent queries, as the demo makes them by default:
+  the demo model runs on a sentence head that names the person ("Ada Moreau was born in") and calls
+  at its end; the query tower maps the hidden state there to a vector. ``vector`` is that vector
+  alone; ``keyword`` and the ``hybrid`` rows fuse it with the keyword ranking of the text the
+  runtime has at that point (``LatentQuery.keywords``: ``TextQuery(anchor=True)``). The same
+  contexts searched by text (``kb-latent-text``) compare the two paths; ``-heldout`` sets ask
+  about the bundle's held-out people, whom the model and its tower never saw in training.
 - ``--questions FILE``: JSONL lines ``{"question": "...", "doc": "..."}`` (other keys, such as the
   bundled set's ``id``/``answer``, are ignored; lines without ``doc`` are skipped); ``doc`` is the
   answer's external id as stored (a JSONL line's ``id``) or the name or path tail of the file that
@@ -38,13 +45,16 @@ from lacy_mlx.embed import Embedder, default_embedder, resolve_embedder
 from lacy_mlx.errors import InputError
 from lacy_mlx.ingest import iter_documents, read_documents
 from lacy_mlx.runtime.delegates import TextQuery
-from lacy_mlx.runtime.delegates.base import CallContext
+from lacy_mlx.runtime.delegates.base import CallContext, Help
+from lacy_mlx.runtime.delegates.retrieval import LatentQuery
 from lacy_mlx.store import Store
 from lacy_mlx.store.keyword import KEYWORD_WEIGHT, MIN_DEPTH, fuse
+from lacy_mlx.tokens import END_OF_TEXT
 from lacy_mlx.train import pools
-from lacy_mlx.train.corpus import BIO_TEMPLATES, RELATIONS, load_people
+from lacy_mlx.train.corpus import BIO_TEMPLATES, RELATIONS, Person, load_people
 
-DEMO_DATA = Path(__file__).resolve().parents[1] / "lacy_mlx" / "data" / "demo-model" / "data"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "lacy_mlx" / "data" / "demo-model"
+DEMO_DATA = DEMO_MODEL / "data"
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 
@@ -80,6 +90,45 @@ def kb_flare_queries(people_n: int, seed: int) -> list[tuple[str, set[str]]]:
                               text=head, sentence_tokens=pieces, sentence_confidence=(1.0,) * len(pieces))
             out.append((builder.build(ctx), {f"{person.pid}/{rel}"}))
     return out
+
+
+class _Recorder:
+    """A delegate that keeps the runtime's context at a call (its hidden state included)."""
+
+    name, kind, needs_hidden = "recorder", "callback", True
+
+    def __init__(self) -> None:
+        self.ctx: CallContext | None = None
+
+    def __call__(self, ctx: CallContext) -> Help:
+        self.ctx = ctx
+        return Help(kind="evidence", passages=("-",))
+
+
+def latent_queries(model_dir: Path, people: list[Person], seed: int) -> tuple[list, np.ndarray]:
+    """``(text queries, latent vectors)`` at a call forced after each relation's sentence head, per person."""
+    import lacy_mlx
+    from lacy_mlx.query_tower import QueryTower
+
+    tower = QueryTower.load(model_dir)
+    if tower is None:
+        raise SystemExit(f"{model_dir} has no query tower (query_tower.safetensors)")
+    recorder, latent = _Recorder(), LatentQuery(tower)
+    lacy = lacy_mlx.load(str(model_dir), delegate=recorder)
+    rng = random.Random(seed)
+    texts, vecs = [], []
+    for person in people:
+        poss = "her" if person.gender == "f" else "his"
+        for rel in RELATIONS:
+            template = rng.choice([t for t in BIO_TEMPLATES[rel] if t.startswith("{S}")])
+            head = template.split("{v}")[0].format(S=person.name, P=poss.capitalize(), p=poss).rstrip()
+            recorder.ctx = None
+            for _ in lacy.stream(END_OF_TEXT + head, max_tokens=1, max_calls=1, call_threshold=0.0):
+                pass
+            assert recorder.ctx is not None  # threshold 0: the call happens at the first step
+            texts.append((latent.keywords(recorder.ctx), {f"{person.pid}/{rel}"}))  # the runtime's keyword text
+            vecs.append(latent.build(recorder.ctx))
+    return texts, np.stack(vecs)
 
 
 def identifier_docs(n: int, seed: int) -> tuple[list[dict], list[tuple[str, set[str]]]]:
@@ -137,28 +186,32 @@ def _matches(hit, labels: set[str]) -> bool:
     return any(source.endswith("/" + label) for label in labels)
 
 
-def evaluate(store: Store, queries: list[tuple[str, set[str]]]) -> dict[str, dict[str, float]]:
-    """recall@1 / @5 per mode (and per fusion variant) over ``queries``."""
+def evaluate(store: Store, queries: list[tuple[str, set[str]]],
+             vectors: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """recall@1 / @5 per mode (and per fusion variant) over ``queries``; ``vectors`` (one per query)
+    replace the texts' embeddings in the vector ranking (``hybrid`` is then their fusion at the
+    store's weight with the texts' keyword ranking, as the store fuses)."""
     found: dict[str, list[int]] = {}  # mode -> rank of the first right hit (99 when missing)
 
     def record(mode: str, ids: list[int], right: set[int]) -> None:
         found.setdefault(mode, []).append(next((r for r, c in enumerate(ids) if c in right), 99))
 
-    for text, labels in queries:
-        vec = store.embedder.embed(text)
+    for i, (text, labels) in enumerate(queries):
+        vec = store.embedder.embed(text) if vectors is None else vectors[i]
         by_vec = store.search(vec, k=MIN_DEPTH, mode="vector")
         try:
             by_kw = store.search(text, k=MIN_DEPTH, mode="keyword")
         except InputError:
             by_kw = []
-        hybrid = store.search(text, k=5, mode="hybrid")
+        hybrid = store.search(text, k=5, mode="hybrid") if vectors is None else []
         right = {h.chunk_id for h in by_vec + by_kw + hybrid if _matches(h, labels)}
-        record("vector", [h.chunk_id for h in by_vec], right)
-        record("keyword", [h.chunk_id for h in by_kw], right)
-        record("hybrid", [h.chunk_id for h in hybrid], right)
         cosine = {h.chunk_id: h.score for h in by_vec}
         cosine.update(store._cosines([h.chunk_id for h in by_kw if h.chunk_id not in cosine], vec))
         bm25 = {h.chunk_id: h.score for h in by_kw}
+        record("vector", [h.chunk_id for h in by_vec], right)
+        record("keyword", [h.chunk_id for h in by_kw], right)
+        record("hybrid", [h.chunk_id for h in hybrid] if vectors is None else [c for c, _ in fuse(cosine, bm25, 5)],
+               right)
         for w in WEIGHTS:
             record(f"hybrid@{w}", [c for c, _ in fuse(cosine, bm25, 5, weight=w)], right)
         rrf: dict[int, float] = {}
@@ -179,12 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128, help="chunk size for --docs (default: the store's)")
     ap.add_argument("--overlap", type=int, default=16, help="chunk overlap for --docs")
     ap.add_argument("--embedder", default=None, help="embedder name (default: the store default, MiniLM if installed)")
+    ap.add_argument("--latent", nargs="?", type=Path, const=DEMO_MODEL, default=None, metavar="MODEL",
+                    help="also the latent (query-tower) path of MODEL (default: the bundled demo model)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     embedder = CachedEmbedder(resolve_embedder(args.embedder) if args.embedder else default_embedder())
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.people or args.codes:  # the synthetic sets share one store: each other's distractors
+        if args.people or args.codes or args.latent:  # the synthetic sets share one store: each other's distractors
             with Store.open(Path(tmp) / "kb.db", embedder=embedder) as store:
                 id_docs, id_queries = identifier_docs(args.codes, args.seed)
                 store.add_documents(read_documents(DEMO_DATA / "evidence.jsonl"), batch_size=256)
@@ -194,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                                            **evaluate(store, kb_flare_queries(args.people, args.seed))}
                 if id_queries:
                     results["identifiers"] = {"queries": len(id_queries), **evaluate(store, id_queries)}
+                if args.latent:
+                    trained = load_people(DEMO_DATA / "ground_truth.json")[: args.people]
+                    for name, people in (("kb-latent", trained), ("kb-latent-heldout", load_people(DEMO_DATA / "heldout.json"))):
+                        if not people:
+                            continue
+                        texts, vecs = latent_queries(args.latent, people, args.seed)
+                        results[name] = {"queries": len(texts), **evaluate(store, texts, vecs)}
+                        results[name.replace("latent", "latent-text")] = {"queries": len(texts), **evaluate(store, texts)}
                 print(f"kb store: {store.count()['chunks']} chunks")
         if args.questions:
             if not args.docs:

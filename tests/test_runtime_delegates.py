@@ -118,6 +118,12 @@ def test_latent_query_uses_the_slm_hidden_state_without_a_second_pass(tiny_dir, 
     assert latent.needs_hidden and latent.query_kind == "latent"
     out = latent(CallContext(0, "", "", "", hidden=ref))
     assert out.query == "<latent>" and out.hits
+    # The context's words are searched by keyword beside the vector (hybrid), unless mode="vector".
+    asked = CallContext(0, "", "Who was Marie Curie?", "", hidden=ref)
+    fused = RetrievalDelegate(store, query="latent", tower=tower, k=3)(asked)
+    assert {h.external_id: h.bm25 for h in fused.hits}["curie"] > 0
+    alone = RetrievalDelegate(store, query="latent", tower=tower, k=3, mode="vector")(asked)
+    assert all(h.bm25 is None for h in alone.hits)
 
 
 def test_latent_query_checks_the_tower(store, tiny):

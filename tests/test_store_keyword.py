@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import apsw
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -84,13 +85,31 @@ def test_modes_need_text_and_words(store):
     vec = store.embedder.embed("Marie Curie")
     assert _ids(store.search(vec, k=1))[0] == "curie"  # a vector defaults to vector mode
     for mode in ("keyword", "hybrid"):
-        with pytest.raises(InputError, match="needs the query as text"):
+        with pytest.raises(InputError, match="needs text"):
             store.search(vec, mode=mode)
+        with pytest.raises(InputError, match="needs text"):
+            store.search(vec, mode=mode, words="  ")
+    with pytest.raises(InputError, match="goes with a vector"):
+        store.search("Curie", words="Curie")
     with pytest.raises(InputError, match="no words to match by keyword"):
         store.search("?! -- ()", mode="keyword")
     assert store.search("?! -- ()", mode="hybrid", k=2)  # hybrid falls back to the vector ranking
     with pytest.raises(InputError, match="mode must be one of"):
         store.search("x", mode="bm25")
+
+
+def test_a_vector_with_words_is_searched_hybrid_by_default(tmp_path):
+    """A latent query: the vector points at the wrong person, its context's words name the right one."""
+    docs = [{"id": "ada", "text": "Ada Moreau was born in Lyon."}, {"id": "bea", "text": "Bea Lund was born in Oslo."}]
+    with Store.open(tmp_path / "w.db", embedder=HashedEmbedder(dim=64)) as s:
+        s.add_documents(docs)
+        vec = s.embedder.embed("Bea Lund was born in Oslo.") + 0.9 * s.embedder.embed("Ada Moreau was born in Lyon.")
+        vec /= np.linalg.norm(vec)  # nearer Bea, but not by much
+        assert _ids(s.search(vec, k=1)) == ["bea"] and _ids(s.search(vec, k=1, words="  ")) == ["bea"]
+        hits = s.search(vec, k=2, words="Ada Moreau")
+        assert _ids(hits)[0] == "ada" and hits[0].bm25 > 0 and hits[0].cosine is not None
+        assert _ids(s.search(vec, k=1, words="Ada Moreau", mode="vector")) == ["bea"]
+        assert _ids(s.search(vec, k=2, words="Ada Moreau", mode="keyword")) == ["ada"]
 
 
 HOSTILE = st.one_of(

@@ -8,7 +8,8 @@ import pytest
 
 from lacy_mlx.embed import HashedEmbedder
 from lacy_mlx.store import DocumentInput, Store, fastpath
-from lacy_mlx.store.mirror import VectorMirror, int8_dots, int8_dots_numpy, quantize_rows
+from lacy_mlx.store.mirror import HEADROOM, VectorMirror, int8_dots, int8_dots_numpy, quantize
+from lacy_mlx.store.rowids import RowIds
 
 DIM = 48
 
@@ -38,9 +39,12 @@ def test_int8_rows_keep_scores_close():
     mirror = VectorMirror(DIM, 0, "int8")
     mirror.add(np.arange(500), vecs)
     np.testing.assert_allclose(mirror.scores(q), vecs @ q, atol=0.01)
-    rows, scale = quantize_rows(vecs)
-    assert rows.dtype == np.int8 and np.abs(rows).max() == 127 and scale.dtype == np.float32
-    assert mirror.nbytes == 1024 * (DIM + 4 + 8 + 1)  # capacity rows x (int8 row, scale, id, alive)
+    scale = mirror._scale
+    assert scale.shape == (DIM,) and scale.dtype == np.float32
+    np.testing.assert_allclose(scale * 127, np.abs(vecs).max(axis=0) * HEADROOM, rtol=1e-6)
+    rows = quantize(vecs, scale)
+    assert rows.dtype == np.int8 and np.abs(rows).max() == round(127 / HEADROOM)
+    assert mirror.nbytes == 1024 * DIM + DIM * 4 + 16  # capacity rows, one scale per dimension, one id run
 
 
 @pytest.mark.parametrize("mirror", ["int8", "float32"])
@@ -71,11 +75,12 @@ def test_a_large_store_loads_its_mirror_in_the_background(tmp_path, monkeypatch)
     monkeypatch.setattr(fastpath, "COMPACT_ROWS", 1000)  # "auto" picks int8 above it
     with Store.open(path) as s:
         assert s.stats()["mirror_state"] == "not loaded"
-        assert s.stats()["mirror_bytes"] == 2000 * (DIM + 4 + 8 + 1)  # the estimate before loading
+        assert s.stats()["mirror_bytes"] == 2000 * DIM + DIM * 4 + 16  # the estimate before loading
         want = s.search(vecs[7], k=5, fast=False)
         assert s.search(vecs[7], k=5, fast=True) == want  # answered at once, by the exact path if still loading
         mirror = s.load_mirror()
         assert len(mirror) == 2000 and mirror.dtype == "int8" and s.stats()["mirror_state"] == "loaded"
+        assert s.stats()["mirror_bytes"] == 2000 * DIM + DIM * 4 + 16  # as estimated
         assert s.search(vecs[7], k=5, fast=True) == want
         s.add_documents([DocumentInput(chunks=["new"], vectors=vecs[:1] * -1, external_id="neg")])
         assert s.search(-vecs[0], k=1, fast=True)[0].external_id == "neg"  # own delta applied
@@ -130,8 +135,56 @@ def test_scores_of_chosen_ids_follow_adds_and_deletes(dtype):
     mirror = VectorMirror(DIM, 0, dtype)
     mirror.add(np.arange(1, 201), vecs[:200])
     mirror.remove(np.array([5, 5, 6]))
-    mirror.add(np.arange(150, 250), vecs[200:])  # out of order now: found through the id map
+    mirror.add(np.arange(150, 250), vecs[200:])  # not above the last id: 150..200 replaced, rebuilt in id order
     got = mirror.score_ids(q, np.array([1, 5, 180, 249, 999]))
-    assert set(got) == {1, 180, 249} and len(mirror) == 298
-    np.testing.assert_allclose(got[1], vecs[0] @ q, atol=0.01 if dtype == "int8" else 1e-6)
-    np.testing.assert_allclose(got[249], vecs[299] @ q, atol=0.01 if dtype == "int8" else 1e-6)
+    assert set(got) == {1, 180, 249} and len(mirror) == 247
+    tol = 0.01 if dtype == "int8" else 1e-6
+    np.testing.assert_allclose(got[1], vecs[0] @ q, atol=tol)
+    np.testing.assert_allclose(got[180], vecs[230] @ q, atol=tol)  # the replacing vector
+    np.testing.assert_allclose(got[249], vecs[299] @ q, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_mirror_agrees_with_a_plain_dict_under_random_writes(dtype):
+    rng = np.random.default_rng(7)
+    mirror, want, next_id = VectorMirror(DIM, 0, dtype), {}, 1
+    for step in range(60):
+        if step % 3 == 2 and want:  # delete some, often the newest (SQLite then hands their ids out again)
+            held = sorted(want)
+            gone = held[-int(rng.integers(1, 6)):] if step % 2 else list(rng.choice(held, size=min(7, len(held))))
+            mirror.remove(np.asarray(gone))
+            for c in gone:
+                want.pop(int(c), None)
+            next_id = max(want, default=0) + 1
+        else:
+            n = int(rng.integers(1, 40))
+            vecs = _unit(rng, n) * (1 + step / 10)  # growing ranges: int8 scales must widen
+            ids = np.arange(next_id, next_id + n)
+            mirror.add(ids, vecs)
+            want.update(zip(ids.tolist(), vecs))
+            next_id += n
+        assert len(mirror) == len(want)
+        q = _unit(rng, 1)[0]
+        ids, scores = mirror.search(q, k=len(want) + 3)
+        assert sorted(ids.tolist()) == sorted(want)
+        exact = np.array([want[c] @ q for c in ids.tolist()])
+        tol = 0.02 * (1 + step / 10) if dtype == "int8" else 1e-5
+        np.testing.assert_allclose(scores, exact, atol=tol)
+        allowed = np.asarray(sorted(want)[::2] + [10_000])
+        ids, _ = mirror.search(q, k=5, allowed=allowed)
+        assert set(ids.tolist()) <= set(allowed.tolist()) and len(ids) == min(5, len(allowed) - 1)
+    assert mirror._ids.runs < 25  # ids held as runs, not one per row
+
+
+def test_row_ids_are_runs():
+    ids = RowIds.from_ids(np.array([3, 4, 5, 9, 10, 20]))
+    assert ids.runs == 3 and ids.last == 20 and ids.nbytes == 3 * 16
+    np.testing.assert_array_equal(ids.ids_of(np.arange(6)), [3, 4, 5, 9, 10, 20])
+    np.testing.assert_array_equal(ids.rows_of(np.array([2, 3, 5, 6, 9, 10, 11, 20, 21])), [-1, 0, 2, -1, 3, 4, -1, 5, -1])
+    ids.append(np.array([21, 22]))  # extends the last run
+    assert ids.runs == 3 and len(ids) == 8
+    ids.truncate(4)
+    assert ids.last == 9 and ids.runs == 2
+    with pytest.raises(ValueError, match="ascending"):
+        ids.append(np.array([9]))
+    assert RowIds.from_ids(np.arange(1, 1_000_001)).nbytes == 16

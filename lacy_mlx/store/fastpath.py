@@ -156,12 +156,13 @@ class MirrorCache:
         """The mirror's kind, state and bytes (estimated from ``rows`` vectors when not loaded)."""
         loading = self._thread is not None and self._thread.is_alive()
         dtype = self.mirror.dtype if self.mirror is not None else self._dtype_for(rows)
-        per_row = self.dim * (1 if dtype == "int8" else 4) + (4 if dtype == "int8" else 0) + 8 + 1
+        # Rows, int8 scales and one id run (a store that only grew): what a fresh load holds.
+        estimate = rows * self.dim * (1 if dtype == "int8" else 4) + (4 * self.dim if dtype == "int8" else 0) + 16
         state = "loading" if loading else ("loaded" if self.mirror is not None else "not loaded")
         return {
             "mirror": dtype,
             "mirror_state": state + (f" {self._loaded_rows:,}/{rows:,}" if loading else ""),
-            "mirror_bytes": self.mirror.nbytes if self.mirror is not None else rows * per_row,
+            "mirror_bytes": self.mirror.nbytes if self.mirror is not None else estimate,
             "mirror_float32_bytes": rows * self.dim * 4,
             "mirror_load_s": None if self.load_s is None else round(self.load_s, 3),
         }

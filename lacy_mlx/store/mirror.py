@@ -2,9 +2,11 @@
 
 sqlite-vec's exact scan is several times slower than a matrix-vector product at 100k chunks, so
 searches can go through this mirror instead. ``float32`` holds the vectors as stored and scores
-them exactly with BLAS (``chunks x dim x 4`` bytes). ``int8`` holds each vector as 8-bit integers
-with one float scale per row (a quarter of the memory): its scores are approximate, so the store
-takes more candidates than asked and rescores them exactly against the stored float32 vectors.
+them exactly with BLAS (``chunks x dim x 4`` bytes). ``int8`` holds each component as an 8-bit
+integer on a scale per dimension (``chunks x dim`` bytes, a quarter): its scores are approximate,
+so the store takes more candidates than asked and rescores them exactly against the stored
+float32 vectors. Row ids are runs of consecutive chunk ids (``rowids.RowIds``) and deleted rows a
+sorted list until compaction, so the rows are nearly all a mirror holds (docs/store.md counts it).
 The mirror is kept consistent with the database by the store's ``vectors_version`` counter: a
 store applies its own writes as deltas, and a version it did not write (another process) makes
 it reload.
@@ -15,6 +17,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from lacy_mlx.store.rowids import RowIds
+
 try:  # SIMD int8 dot products (AVX-512 VNNI, NEON, ...); numpy below is the portable twin
     import simsimd
 except ImportError:  # pragma: no cover - simsimd is a declared dependency
@@ -22,14 +26,21 @@ except ImportError:  # pragma: no cover - simsimd is a declared dependency
 
 MIRROR_DTYPES = ("int8", "float32")
 LOAD_BATCH = 65_536  # rows read and quantized at a time while loading
+# A dimension's scale is set this far above the largest value seen in it, so that later rows
+# rarely exceed it (each time one does, that dimension's column is requantized).
+HEADROOM = 1.25
 
 
-def quantize_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(int8 rows, float32 scales)`` with ``rows * scales[:, None] ~ vectors`` (each row's max maps to 127)."""
-    scale = np.abs(vectors).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    rows = np.rint(vectors / scale[:, None]).astype(np.int8)
-    return rows, scale.astype(np.float32)
+def grow_scales(scale: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Per-dimension scales (int8 step) covering ``vectors`` too: unchanged where they already fit."""
+    need = np.abs(vectors).max(axis=0) / 127.0 if len(vectors) else np.zeros_like(scale)
+    return np.where(need > scale, need * HEADROOM, scale).astype(np.float32)
+
+
+def quantize(vectors: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int8 rows with ``rows * scale ~ vectors`` (a dimension whose scale is 0 holds only zeros)."""
+    q = np.divide(vectors, scale, out=np.zeros(vectors.shape, np.float32), where=scale > 0)
+    return np.rint(q).clip(-127, 127).astype(np.int8)
 
 
 def int8_dots(mat: np.ndarray, q8: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -54,7 +65,7 @@ def int8_dots_numpy(mat: np.ndarray, q8: np.ndarray, out: np.ndarray) -> np.ndar
 
 
 class VectorMirror:
-    """Vectors and their chunk ids in growable buffers; deleted rows are tombstoned, then compacted."""
+    """Vectors of ascending chunk ids in a growable buffer; deleted rows are listed, then compacted."""
 
     def __init__(self, dim: int, version: int, dtype: str = "int8") -> None:
         if dtype not in MIRROR_DTYPES:
@@ -63,16 +74,16 @@ class VectorMirror:
         self.version = version
         self.dtype = dtype
         self._mat = np.zeros((0, dim), dtype=np.int8 if dtype == "int8" else np.float32)
-        self._scale = np.zeros(0, dtype=np.float32)  # int8 only: each row's scale
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._alive = np.zeros(0, dtype=bool)
-        self._n = 0  # rows in use (alive or tombstoned)
-        self._dead = 0
-        self._row_of: dict[int, int] | None = None  # chunk id -> row, built on first delete
-        self._sorted = True  # ids ascending (the store's appends keep them so): rows found by bisection
+        self._scale = np.zeros(dim if dtype == "int8" else 0, dtype=np.float32)  # int8: each dimension's step
+        self._ids = RowIds()  # rows 0 .. n-1 in use (alive or dead)
+        self._dead = np.zeros(0, dtype=np.int64)  # sorted rows deleted since the last compaction
+
+    @property
+    def _n(self) -> int:
+        return self._ids.n
 
     def __len__(self) -> int:
-        return self._n - self._dead
+        return self._n - len(self._dead)
 
     @property
     def exact(self) -> bool:
@@ -81,110 +92,125 @@ class VectorMirror:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the buffers."""
-        return self._mat.nbytes + self._scale.nbytes + self._ids.nbytes + self._alive.nbytes
+        """Memory held: the row buffer (its whole capacity), the scales, the id runs, the deleted rows."""
+        return self._mat.nbytes + self._scale.nbytes + self._ids.nbytes + self._dead.nbytes
 
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` rows in all without reallocating."""
-        if rows > len(self._ids):
-            self._mat = _grow(self._mat, (rows, self.dim), self._n)
-            self._ids = _grow(self._ids, (rows,), self._n)
-            self._alive = _grow(self._alive, (rows,), self._n)
-            if self.dtype == "int8":
-                self._scale = _grow(self._scale, (rows,), self._n)
+        if rows > len(self._mat):
+            grown = np.zeros((rows, self.dim), dtype=self._mat.dtype)
+            grown[: self._n] = self._mat[: self._n]
+            self._mat = grown
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Append rows (amortised O(rows): the buffers double when full)."""
-        n_new = len(ids)
-        if self._n + n_new > len(self._ids):
-            self.reserve(max(self._n + n_new, 2 * len(self._ids), 1024))
-        if n_new and ((self._n and ids[0] <= self._ids[self._n - 1]) or np.any(np.diff(ids) <= 0)):
-            self._sorted = False
-        sl = slice(self._n, self._n + n_new)
-        if self.dtype == "int8":
-            self._mat[sl], self._scale[sl] = quantize_rows(np.asarray(vectors, dtype=np.float32))
-        else:
-            self._mat[sl] = vectors
-        self._ids[sl] = ids
-        self._alive[sl] = True
-        if self._row_of is not None:
-            self._row_of.update(zip(ids.tolist(), range(self._n, self._n + n_new)))
-        self._n += n_new
+        """Add rows (amortised O(rows) when ``ids`` are above all held ones, as the store's new chunks are;
+        otherwise the buffer is rebuilt in id order). An id already held is replaced."""
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        if not len(ids):
+            return
+        if np.any(np.diff(ids) <= 0):
+            ids, first = np.unique(ids[::-1], return_index=True)  # the last vector given for an id wins
+            vectors = vectors[::-1][first]
+        if self._ids.last is not None and ids[0] <= self._ids.last:
+            self.remove(ids)  # replaced ids go; dead rows at the end are dropped
+            if self._ids.last is not None and ids[0] <= self._ids.last:
+                self._merge(ids, vectors)
+                return
+        if self._n + len(ids) > len(self._mat):  # grow by an eighth: a big mirror is not doubled for one document
+            self.reserve(max(self._n + len(ids), self._n + self._n // 8, 1024))
+        rows = slice(self._n, self._n + len(ids))
+        self._mat[rows] = self._encode(vectors)
+        self._ids.append(ids)
+
+    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` as stored rows; for int8, first widen any dimension they exceed (requantizing its column)."""
+        if self.dtype == "float32":
+            return vectors
+        scale = grow_scales(self._scale, vectors)
+        changed = np.flatnonzero(scale != self._scale)
+        if len(changed) and self._n:
+            held = self._mat[: self._n, changed].astype(np.float32) * (self._scale[changed] / scale[changed])
+            self._mat[: self._n, changed] = np.rint(held).astype(np.int8)
+        self._scale = scale
+        return quantize(vectors, scale)
+
+    def _merge(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Rebuild the buffer with new rows among the held ones (ids not above the last held: rare)."""
+        self._compact()
+        new_rows = self._encode(vectors)
+        all_ids = np.concatenate([self._ids.all(), ids])
+        order = np.argsort(all_ids, kind="stable")
+        self._mat = np.concatenate([self._mat[: self._n], new_rows])[order]
+        self._ids = RowIds.from_ids(all_ids[order])
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         """Row of each chunk id, -1 where absent or deleted."""
-        if self._n == 0:
-            return np.full(len(ids), -1, dtype=np.int64)
-        if self._sorted and self._row_of is None:
-            held = self._ids[: self._n]
-            pos = np.searchsorted(held, ids).clip(max=self._n - 1)
-            rows = np.where(held[pos] == ids, pos, -1)
-        else:
-            if self._row_of is None:
-                self._row_of = {int(c): r for r, c in enumerate(self._ids[: self._n].tolist())}
-            rows = np.asarray([self._row_of.get(int(c), -1) for c in ids.tolist()], dtype=np.int64)
-        ok = rows >= 0
-        rows[ok] = np.where(self._alive[rows[ok]], rows[ok], -1)
+        rows = self._ids.rows_of(ids)
+        if len(self._dead):
+            rows[np.isin(rows, self._dead)] = -1
         return rows
 
     def score_ids(self, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
         """Scores of a unit ``query`` against these chunk ids only (approximate for int8); absent ids left out."""
-        rows = self._rows(np.asarray(ids, dtype=np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self._rows(ids)
         ok = rows >= 0
         mat = self._mat[rows[ok]].astype(np.float32)
         if self.dtype == "int8":
-            mat *= self._scale[rows[ok], None]
-        return dict(zip(np.asarray(ids)[ok].tolist(), (mat @ query).tolist()))
+            mat *= self._scale
+        return dict(zip(ids[ok].tolist(), (mat @ query).tolist()))
 
     def remove(self, ids: np.ndarray) -> None:
-        """Tombstone rows by chunk id; compact once a quarter of the rows are dead."""
-        for row in self._rows(np.unique(np.asarray(ids, dtype=np.int64))).tolist():
-            if row >= 0:
-                self._alive[row] = False
-                self._mat[row] = 0  # scores 0 until compaction; masked below anyway
-                self._dead += 1
-        if self._dead * 4 > self._n:
+        """Delete rows by chunk id: dead rows at the end are dropped at once, others listed until a
+        quarter of the rows are dead, then compacted."""
+        rows = self._rows(np.unique(np.asarray(ids, dtype=np.int64)))
+        self._dead = np.union1d(self._dead, rows[rows >= 0])
+        tail = len(self._dead) - int(np.searchsorted(self._dead - np.arange(len(self._dead)), self._n - len(self._dead)))
+        if tail:  # the last ``tail`` rows are all dead: cut them off
+            self._dead = self._dead[: len(self._dead) - tail]
+            self._ids.truncate(self._n - tail)
+        if len(self._dead) * 4 > self._n:
             self._compact()
 
     def _compact(self) -> None:
-        keep = np.flatnonzero(self._alive[: self._n])
+        if not len(self._dead):
+            return
+        keep = np.setdiff1d(np.arange(self._n), self._dead, assume_unique=True)
         self._mat = np.ascontiguousarray(self._mat[keep])
-        if self.dtype == "int8":
-            self._scale = self._scale[keep].copy()
-        self._ids = self._ids[keep].copy()
-        self._alive = np.ones(len(keep), dtype=bool)
-        self._n, self._dead = len(keep), 0
-        if self._row_of is not None:
-            self._row_of = {int(c): r for r, c in enumerate(self._ids.tolist())}
+        self._ids = RowIds.from_ids(self._ids.ids_of(keep))
+        self._dead = np.zeros(0, dtype=np.int64)
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Cosine of a unit ``query`` to every row in use (approximate for int8), float32 (n,)."""
         if self.dtype == "float32":
             return self._mat[: self._n] @ query
-        q_scale = float(np.abs(query).max()) / 127.0 or 1.0
-        q8 = np.rint(query / q_scale).astype(np.int8)
-        out = int8_dots(self._mat[: self._n], q8)
-        out *= self._scale[: self._n]
-        out *= q_scale
+        # sum_j q_j s_j r_j: the scales fold into the query, which is then quantized on one step of its own.
+        folded = np.asarray(query, dtype=np.float32) * self._scale
+        step = float(np.abs(folded).max()) / 127.0 or 1.0
+        out = int8_dots(self._mat[: self._n], np.rint(folded / step).astype(np.int8))
+        out *= step
         return out
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` chunk ids and scores for a unit ``query``, best first; ``allowed`` restricts ids."""
         scores = self.scores(query)  # (n,)
-        mask = self._alive[: self._n]
         if allowed is not None:
-            mask = mask & np.isin(self._ids[: self._n], allowed)
-        if self._dead or allowed is not None:
-            scores = np.where(mask, scores, -np.inf)
-        n_ok = int(mask.sum()) if (self._dead or allowed is not None) else self._n
+            ok = np.zeros(self._n, dtype=bool)
+            rows = self._rows(np.asarray(allowed, dtype=np.int64))
+            ok[rows[rows >= 0]] = True
+            scores = np.where(ok, scores, -np.inf)
+            n_ok = int(ok.sum())
+        else:
+            scores[self._dead] = -np.inf
+            n_ok = len(self)
         k = min(k, n_ok)
         if k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        # Sort by score, then chunk id, so ties come out in a stable order.
-        order = np.lexsort((self._ids[top], -scores[top]))
-        top = top[order]
-        return self._ids[top].copy(), scores[top].astype(np.float32)
+        # Sort by score, then row (= chunk id order), so ties come out in a stable order.
+        top = top[np.lexsort((top, -scores[top]))]
+        return self._ids.ids_of(top), scores[top].astype(np.float32)
 
 
 def load_mirror(batches: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, version: int, dtype: str, *,
@@ -202,8 +228,3 @@ def load_mirror(batches: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, vers
             return None
     return mirror
 
-
-def _grow(arr: np.ndarray, shape: tuple[int, ...], used: int) -> np.ndarray:
-    out = np.zeros(shape, dtype=arr.dtype)
-    out[:used] = arr[:used]
-    return out

@@ -65,9 +65,14 @@ class TextQuery:
 
 @dataclass(frozen=True)
 class LatentQuery:
-    """Query-tower query: ``tower(hidden state at the call)`` -> a unit vector of the store's dim."""
+    """Query-tower query: ``tower(hidden state at the call)`` -> a unit vector of the store's dim.
+
+    ``words`` builds the text whose keyword ranking the store fuses with the vector (hybrid search:
+    better recall than the vector alone on the demo's knowledge base, docs/store.md); None: vector only.
+    """
 
     tower: QueryTower
+    words: TextQuery | None = TextQuery(anchor=True)
     needs_hidden = True
 
     def build(self, ctx: CallContext) -> np.ndarray:
@@ -75,6 +80,10 @@ class LatentQuery:
             raise InputError("the latent query needs the SLM's hidden state; the runtime did not keep it")
         vec = self.tower(ctx.hidden.reshape(1, -1).astype(mx.float32))  # (1, D)
         return np.array(vec[0].astype(mx.float32), dtype=np.float32)
+
+    def keywords(self, ctx: CallContext) -> str | None:
+        """The text searched by keyword beside the vector (None: none)."""
+        return None if self.words is None else self.words.build(ctx)
 
 
 class RetrievalDelegate:
@@ -84,8 +93,8 @@ class RetrievalDelegate:
     one, opened read-only (an older store is migrated first). ``query``: ``"text"``, ``"latent"``
     (needs ``tower``), or a builder object with ``build(ctx)`` and ``needs_hidden``. ``k`` hits
     are kept, those whose cosine is below ``min_score`` dropped (keyword-only hits have no cosine
-    and stay). ``filters`` and ``mode`` (None: the store's default, hybrid for text queries and
-    vector for latent ones) are passed to ``store.search``.
+    and stay). ``filters`` and ``mode`` (None: the store's default, hybrid; a latent query's
+    keyword text is its builder's ``keywords(ctx)``) are passed to ``store.search``.
 
     ``query``, ``tower`` and ``k`` left None are the model's to choose when :func:`lacy_mlx.load`
     wires the delegate (its config.json ``lacy.retrieval`` section, or the query tower saved
@@ -140,7 +149,10 @@ class RetrievalDelegate:
     def __call__(self, ctx: CallContext) -> Help:
         builder = self.builder if self.builder is not None else _builder("latent", None, self.store)  # raises
         q = builder.build(ctx)
-        extra = {} if self.mode is None else {"mode": self.mode}
+        extra: dict[str, Any] = {} if self.mode is None else {"mode": self.mode}
+        words = getattr(builder, "keywords", None)
+        if words is not None and self.mode != "vector":
+            extra["words"] = words(ctx)
         hits = self.store.search(q, k=self.k, filters=self.filters, **extra)
         if self.min_score is not None:
             hits = [h for h in hits if _cosine(h) is None or _cosine(h) >= self.min_score]
