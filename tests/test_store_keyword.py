@@ -197,3 +197,12 @@ def test_the_runtime_migrates_an_old_store_it_only_reads(tmp_path):
         assert _ids(store.search("zx0001", mode="keyword")) == ["d1"]
     finally:
         store.close()
+
+
+def test_the_runtime_names_the_store_s_retrieval_modes():
+    from typing import get_args
+
+    from lacy_mlx.runtime.kinds import RetrievalMode
+    from lacy_mlx.store import RETRIEVAL_MODES
+
+    assert get_args(RetrievalMode) == RETRIEVAL_MODES
