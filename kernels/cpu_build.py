@@ -36,8 +36,8 @@ from lacy_mlx.kernels import KERNEL_DIR
 from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
-SOURCES = (SOURCE, "cpu_quant.cpp")  # one extension module; SOURCE holds its NB_MODULE
-HEADERS = ("cpu_common.h",)
+SOURCES = (SOURCE, "cpu_quant.cpp", "cpu_qmv.cpp", "cpu_decode.cpp")  # one extension module; SOURCE holds its NB_MODULE
+HEADERS = ("cpu_common.h", "cpu_exp.h", "cpu_quant.h")
 MODULE = "_lacy_cpu_kernels"  # the NB_MODULE name in SOURCE
 _FLAGS = ("-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-DNDEBUG",
           "-DNB_DOMAIN=mlx")  # MLX's Python types are registered in nanobind's "mlx" domain
@@ -94,7 +94,7 @@ def build(force: bool = False) -> Path:
     if not force and _intact(target):
         return target
     final.parent.mkdir(parents=True, exist_ok=True)
-    print(f"lacy-mlx: compiling the CPU kernels (encoder, quantized matmul) once for this MLX (~10 s) into {final}", file=sys.stderr)
+    print(f"lacy-mlx: compiling the CPU kernels (encoder, quantized matmul, decoder layers) once for this MLX (~10 s) into {final}", file=sys.stderr)
     includes = [f"-I{p}" for p in (nb_dir / "include", nb_dir / "ext" / "robin_map" / "include",
                                    Path(sysconfig.get_paths()["include"]), mlx_dir / "include", KERNEL_DIR)]
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:

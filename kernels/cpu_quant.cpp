@@ -19,6 +19,7 @@
 #include <nanobind/nanobind.h>
 
 #include "cpu_common.h"
+#include "cpu_quant.h"
 
 namespace nb = nanobind;
 
@@ -125,15 +126,6 @@ LACY_INLINE f8 unpack8(const uint32_t* row, int64_t k) {  // elements k..k+7 of 
   }
 }
 
-struct QArgs {
-  const float* x;      // (M, K)
-  const uint32_t* w;   // (N, K * bits / 32)
-  const float* s;      // (N, G)
-  const float* b;      // (N, G)
-  float* out;          // (M, N)
-  int64_t M, N, K, G;
-};
-
 // Output rows [n0, n1) of MT rows of x (starting at row m0).
 template <int BITS, int GS, int MT>
 LACY_INLINE void qrows(const QArgs& a, int64_t m0, int64_t n0, int64_t n1) {
@@ -239,7 +231,9 @@ class QuantizedMatmulCpu : public QuantPrimitive {
                const QArgs a{x.data<float>(), w.data<uint32_t>(), s.data<float>(), b.data<float>(), out, M, N, K,
                              K / gs};
                const int64_t align = N * K * std::max<int64_t>(M, 1) >= (1 << 16) ? kAlign : N;  // small: one thread
-               pool().run(N, align, [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
+               if (!qmv_run(a, bits, gs, align)) {  // no AVX2: the portable kernel
+                 pool().run(N, align, [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
+               }
              });
   }
   // d(x @ W.T)/dx = cotangent @ W, in MLX's own quantized op (the weights are not trained here).
@@ -327,6 +321,10 @@ mx::array dequantize_op(const mx::array& w, const mx::array& scales, const mx::a
 
 }  // namespace
 
+void lacy::parallel_rows(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn) {
+  pool().run(n, align, fn);
+}
+
 void register_quant(nb::module_& m) {
   m.def("quantized_matmul", &quantized_matmul_op, nb::arg("x"), nb::arg("w"), nb::arg("scales"), nb::arg("biases"),
         nb::arg("group_size"), nb::arg("bits"),
@@ -336,4 +334,6 @@ void register_quant(nb::module_& m) {
   m.def("set_threads", [](int n) { pool().set_threads(n); }, nb::arg("n"),
         "Threads the quantized kernels split their output rows over (default 1).");
   m.def("threads", [] { return pool().threads(); }, "Threads the quantized kernels use.");
+  m.def("simd_level", [](int force) { return lacy::qmv_level(force); }, nb::arg("force") = -1,
+        "The product's SIMD path: 2 AVX-512, 1 AVX2, 0 portable; force >= 0 caps it (for tests).");
 }
