@@ -36,8 +36,10 @@ def _rel(a: mx.array, b: mx.array) -> float:
 
 @pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 32), (8, 64), (8, 128)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int) -> None:
+@pytest.mark.parametrize("level", [0, 1, 2])  # the portable, AVX2 and AVX-512 paths (capped at what the CPU has)
+def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int, level: int) -> None:
     kernels.set_threads(threads)
+    kernels.simd_level(level)
     try:
         w, s, b = mx.quantize(mx.random.normal((72, 384), key=mx.random.key(bits + gs)), gs, bits)
         for m in (1, 2, 3, 4, 5, 9):
@@ -48,6 +50,7 @@ def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int) -> None:
         assert float(mx.max(mx.abs(kernels.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits)))) < 1e-6
     finally:
         kernels.set_threads(1)
+        kernels.simd_level(2)
 
 
 def test_dispatcher_batches_strides_and_gradient(kernels) -> None:
