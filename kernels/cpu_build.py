@@ -200,7 +200,8 @@ def cpu_kernels() -> ModuleType | None:
 
 def _check_quant(module: ModuleType) -> None:
     """The quantized matmul and dequantize against ``mx.quantized_matmul`` / ``mx.dequantize``:
-    4 and 8 bits, every group size, 1-6 rows of x (the four-row tiles and their tails), 2 threads."""
+    4 and 8 bits, every group size, float32 and float16 scales, 1-6 rows of x (the four-row tiles
+    and their tails), 2 threads."""
     import mlx.core as mx
 
     key = mx.random.key(7)
@@ -216,9 +217,13 @@ def _check_quant(module: ModuleType) -> None:
                 want = mx.concatenate([want[: m] for m in range(1, 7)])
                 err = float(mx.max(mx.abs(got - want)) / mx.max(mx.abs(want)))
                 deq = float(mx.max(mx.abs(module.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits))))
-                if not (err < 1e-5 and deq < 1e-5):
+                s16, b16 = s.astype(mx.float16), b.astype(mx.float16)  # GGUF's scales: float16, used as float32
+                half = float(mx.max(mx.abs(module.quantized_matmul(x, w, s16, b16, gs, bits) - mx.quantized_matmul(
+                    x, w, s16.astype(mx.float32), b16.astype(mx.float32), transpose=True, group_size=gs, bits=bits))))
+                half /= float(mx.max(mx.abs(want)))
+                if not (err < 1e-5 and deq < 1e-5 and half < 1e-5):
                     raise ValueError(f"quantized_matmul ({bits}-bit, group {gs}) disagrees with mx.quantized_matmul "
-                                     f"(relative error {err:.3g}, dequantize {deq:.3g})")
+                                     f"(relative error {err:.3g}, float16 scales {half:.3g}, dequantize {deq:.3g})")
     finally:
         module.set_threads(before)
 

@@ -40,14 +40,8 @@ void group_sums(const QArgs& a, int gs, std::vector<float>& xs) {
     }
 }
 
-float bias_term(const float* b, const float* xs, int64_t G) {
-  float t = 0.0f;
-  for (int64_t g = 0; g < G; ++g) t += b[g] * xs[g];
-  return t;
-}
-
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 // 16 codes from 16 bytes, as floats.
 inline __m512 widen16(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
 
@@ -66,7 +60,19 @@ inline void codes512(const uint8_t* wr, int64_t k, __m512& f0, __m512& f1) {
 }
 
 // NR rows of W from n against MT rows of x from m0: NR x MT independent accumulator chains.
-template <int BITS, int MT, int NR>
+// The scale of group g of row n, and 16 biases of row n from group g (the live ones; float32 or float16).
+template <bool HALF>
+inline float scale512(const QArgs& a, int64_t i) {
+  if constexpr (HALF) return _cvtsh_ss(static_cast<const uint16_t*>(a.s)[i]);
+  else return static_cast<const float*>(a.s)[i];
+}
+template <bool HALF>
+inline __m512 biases512(const QArgs& a, int64_t i, __mmask16 live) {
+  if constexpr (HALF) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, static_cast<const uint16_t*>(a.b) + i));
+  else return _mm512_maskz_loadu_ps(live, static_cast<const float*>(a.b) + i);
+}
+
+template <int BITS, int MT, int NR, bool HALF>
 void tile512(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m0, int64_t n) {
   const int64_t bpr = a.K * BITS / 8, bpg = gs / 32;  // bytes per row, 32-blocks per group
   const uint8_t* w0 = reinterpret_cast<const uint8_t*>(a.w) + n * bpr;
@@ -90,14 +96,14 @@ void tile512(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m
       }
     }
     for (int r = 0; r < NR; ++r) {
-      const __m512 sc = _mm512_set1_ps(a.s[(n + r) * a.G + g]);
+      const __m512 sc = _mm512_set1_ps(scale512<HALF>(a, (n + r) * a.G + g));
       for (int m = 0; m < MT; ++m) acc[r][m] = _mm512_fmadd_ps(t[r][m], sc, acc[r][m]);
     }
   }
   for (int64_t g = 0; g < a.G; g += 16) {  // + biases . group sums of x, 16 groups a vector
     const __mmask16 live = a.G - g >= 16 ? __mmask16(0xffff) : __mmask16((1u << (a.G - g)) - 1);
     for (int r = 0; r < NR; ++r) {
-      const __m512 bv = _mm512_maskz_loadu_ps(live, a.b + (n + r) * a.G + g);
+      const __m512 bv = biases512<HALF>(a, (n + r) * a.G + g, live);
       for (int m = 0; m < MT; ++m) {
         acc[r][m] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(live, xs + (m0 + m) * a.G + g), acc[r][m]);
       }
@@ -111,8 +117,13 @@ template <int BITS, int MT>
 void rows512(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m0, int64_t n0, int64_t n1) {
   constexpr int NR = MT <= 2 ? 4 : 2;  // rows of W at a time: enough independent chains to hide FMA latency
   int64_t n = n0;
-  for (; n + NR <= n1; n += NR) tile512<BITS, MT, NR>(a, xp, xs, gs, m0, n);
-  for (; n < n1; ++n) tile512<BITS, MT, 1>(a, xp, xs, gs, m0, n);
+  if (a.half) {
+    for (; n + NR <= n1; n += NR) tile512<BITS, MT, NR, true>(a, xp, xs, gs, m0, n);
+    for (; n < n1; ++n) tile512<BITS, MT, 1, true>(a, xp, xs, gs, m0, n);
+  } else {
+    for (; n + NR <= n1; n += NR) tile512<BITS, MT, NR, false>(a, xp, xs, gs, m0, n);
+    for (; n < n1; ++n) tile512<BITS, MT, 1, false>(a, xp, xs, gs, m0, n);
+  }
 }
 
 template <int BITS>
@@ -129,7 +140,7 @@ void range512(const QArgs& a, const float* xp, const float* xs, int gs, int64_t 
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 inline __m256 widen8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }  // the low 8 bytes
 
 inline float hsum256(__m256 v) {
@@ -139,7 +150,20 @@ inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <int BITS, int MT, int NR>
+template <bool HALF>
+inline float param256(const void* p, int64_t i) {
+  if constexpr (HALF) return _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
+  else return static_cast<const float*>(p)[i];
+}
+
+template <bool HALF>
+inline float bias_term256(const QArgs& a, int64_t row, const float* xs) {
+  float t = 0.0f;
+  for (int64_t g = 0; g < a.G; ++g) t += param256<HALF>(a.b, row * a.G + g) * xs[g];
+  return t;
+}
+
+template <int BITS, int MT, int NR, bool HALF>
 void tile256(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m0, int64_t n) {
   const int64_t bpr = a.K * BITS / 8, bpg = gs / 32;
   const __m128i low = _mm_set1_epi8(0x0f);
@@ -172,13 +196,13 @@ void tile256(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m
       }
     }
     for (int r = 0; r < NR; ++r) {
-      const __m256 sc = _mm256_set1_ps(a.s[(n + r) * a.G + g]);
+      const __m256 sc = _mm256_set1_ps(param256<HALF>(a.s, (n + r) * a.G + g));
       for (int m = 0; m < MT; ++m) acc[r][m] = _mm256_fmadd_ps(t[r][m], sc, acc[r][m]);
     }
   }
   for (int r = 0; r < NR; ++r)
     for (int m = 0; m < MT; ++m) {
-      a.out[(m0 + m) * a.N + n + r] = hsum256(acc[r][m]) + bias_term(a.b + (n + r) * a.G, xs + (m0 + m) * a.G, a.G);
+      a.out[(m0 + m) * a.N + n + r] = hsum256(acc[r][m]) + bias_term256<HALF>(a, n + r, xs + (m0 + m) * a.G);
     }
 }
 
@@ -186,8 +210,13 @@ template <int BITS, int MT>
 void rows256(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m0, int64_t n0, int64_t n1) {
   constexpr int NR = MT <= 2 ? 2 : 1;  // 16 ymm registers: accumulators and temporaries must fit
   int64_t n = n0;
-  for (; n + NR <= n1; n += NR) tile256<BITS, MT, NR>(a, xp, xs, gs, m0, n);
-  for (; n < n1; ++n) tile256<BITS, MT, 1>(a, xp, xs, gs, m0, n);
+  if (a.half) {
+    for (; n + NR <= n1; n += NR) tile256<BITS, MT, NR, true>(a, xp, xs, gs, m0, n);
+    for (; n < n1; ++n) tile256<BITS, MT, 1, true>(a, xp, xs, gs, m0, n);
+  } else {
+    for (; n + NR <= n1; n += NR) tile256<BITS, MT, NR, false>(a, xp, xs, gs, m0, n);
+    for (; n < n1; ++n) tile256<BITS, MT, 1, false>(a, xp, xs, gs, m0, n);
+  }
 }
 
 template <int BITS>
@@ -203,13 +232,13 @@ void range256(const QArgs& a, const float* xp, const float* xs, int gs, int64_t 
 }
 #pragma GCC pop_options
 
-int level() {  // 2: AVX-512 (F, BW, VL, DQ), 1: AVX2 + FMA, 0: neither
+int level() {  // 2: AVX-512 (F, BW, VL, DQ), 1: AVX2 + FMA + F16C, 0: neither
   static const int l = [] {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
       return 2;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") ? 1 : 0;
   }();
   return l;
 }

@@ -121,10 +121,33 @@ def test_decoder_greedy_equals_mlx_lm(kernels) -> None:
 def test_layers_the_kernels_cannot_take_are_left(kernels) -> None:
     model = _tiny_quantized_llama()
     attn = model.model.layers[0].self_attn
-    attn.q_proj.scales = attn.q_proj.scales.astype(mx.float16)
-    attn.q_proj.biases = attn.q_proj.biases.astype(mx.float16)
+    attn.q_proj = nn.QuantizedLinear(128, 128, bias=False, group_size=32, bits=3)
     assert quantized.accelerate(model) == 2 * 7
     assert type(attn.q_proj) is nn.QuantizedLinear and type(attn.k_proj) is quantized.CpuQuantizedLinear
+
+
+def test_float16_scales_exact_and_used(kernels) -> None:
+    """A GGUF's scales are float16: accelerate() stores them so (same values); the kernel reads them."""
+    model = _tiny_quantized_llama()
+    inexact = model.model.layers[0].mlp.up_proj
+    for _, m in model.named_modules():  # as a GGUF conversion: float16 values held in float32
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) and m is not inexact:
+            m.scales, m.biases = (m.scales.astype(mx.float16).astype(mx.float32),
+                                  m.biases.astype(mx.float16).astype(mx.float32))
+    inexact.scales = inexact.scales + 1e-9 * (1 + mx.abs(inexact.scales))  # not a float16 value
+    prompt = [(5 * i) % 300 for i in range(9)]
+    want = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=8)]
+    x = mx.random.normal((3, 128))
+    ref = model.model.layers[1].self_attn.q_proj(x)
+    quantized.accelerate(model)
+    q = model.model.layers[1].self_attn.q_proj
+    assert q.scales.dtype == mx.float16 and q.biases.dtype == mx.float16
+    assert model.model.embed_tokens.scales.dtype == mx.float16
+    assert inexact.scales.dtype == mx.float32  # kept: float16 would change it
+    assert _rel(q(x), ref) < 1e-5
+    assert model.model.embed_tokens(mx.array([[3, 7]])).dtype == mx.float32  # activations stay float32
+    assert model(mx.array([prompt])).dtype == mx.float32
+    assert _decoder_tokens(model, prompt, 8) == want
 
 
 def test_without_kernels_nothing_changes(monkeypatch) -> None:
