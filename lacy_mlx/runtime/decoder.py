@@ -21,8 +21,8 @@ from mlx_lm.sample_utils import greedy_sampler
 from lacy_mlx.errors import LacyError
 from lacy_mlx.gate import GateStats
 from lacy_mlx.kernels.dispatch import gate_stats
-from lacy_mlx.runtime.hidden import plain_forward, split_forward
 from lacy_mlx.runtime.cpu_layers import accelerate_layers
+from lacy_mlx.runtime.hidden import plain_forward, split_forward
 from lacy_mlx.runtime.quantized import accelerate
 
 Sampler = Callable[[mx.array], mx.array]
