@@ -16,8 +16,8 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 
+from cpu_checks import decoder_tokens, rel_error
 from lacy_mlx.runtime import cpu_layers
-from lacy_mlx.runtime.decoder import Decoder
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU kernels are built and used on Linux only")
 
@@ -29,19 +29,16 @@ def kernels():
     return module
 
 
-def _rel(a: mx.array, b: mx.array) -> float:
-    return float(mx.max(mx.abs(a - b)) / mx.max(mx.abs(b)))
-
 
 def test_rms_norm_and_silu_mul(kernels) -> None:
     for n in (7, 64, 576, 1001):
         x = mx.random.normal((2, 3, n), key=mx.random.key(n)) * 3
         w = mx.random.normal((n,), key=mx.random.key(n + 1))
-        assert _rel(kernels.rms_norm(x, w, 1e-5), mx.fast.rms_norm(x, w, 1e-5)) < 1e-6
+        assert rel_error(kernels.rms_norm(x, w, 1e-5), mx.fast.rms_norm(x, w, 1e-5)) < 1e-6
     g = mx.concatenate([mx.linspace(-200, 200, 1537)[None], mx.random.normal((3, 1537)) * 5])
     u = mx.random.normal(g.shape)
-    assert _rel(kernels.silu_mul(g, u), nn.silu(g) * u) < 1e-6
-    assert _rel(kernels.silu_mul(g[:, ::2], u[:, ::2]), nn.silu(g[:, ::2]) * u[:, ::2]) < 1e-6  # strided
+    assert rel_error(kernels.silu_mul(g, u), nn.silu(g) * u) < 1e-6
+    assert rel_error(kernels.silu_mul(g[:, ::2], u[:, ::2]), nn.silu(g[:, ::2]) * u[:, ::2]) < 1e-6  # strided
 
 
 @pytest.mark.parametrize("offset", [0, 1, 255, 4000])
@@ -50,7 +47,7 @@ def test_rope_matches_mlx(kernels, offset: int) -> None:
     for dims, base, scale in ((64, 100000.0, 1.0), (48, 10000.0, 0.25)):
         want = mx.fast.rope(x, dims, traditional=False, base=base, scale=scale, offset=offset)
         got = cpu_layers.rope(x, dims, traditional=False, base=base, scale=scale, offset=offset)
-        assert _rel(got, want) < 1e-5
+        assert rel_error(got, want) < 1e-5
     # what the kernel does not take goes to mx.fast unchanged: traditional pairs, an array offset
     for kw in ({"traditional": True, "offset": offset}, {"traditional": False, "offset": mx.array(offset)}):
         want = mx.fast.rope(x, 64, base=10000.0, scale=1.0, **kw)
@@ -63,7 +60,7 @@ def test_attention_matches_mlx(kernels, L: int, mask) -> None:
     k, v = buf[:, :, :29], buf[:, :, 5:34] * 0.5  # strided views, as a KV cache's slice
     q = mx.random.normal((2, 9, L, 40), key=mx.random.key(L + 1)) * 2
     want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.16, mask=mask)
-    assert _rel(cpu_layers.attention(q, k, v, scale=0.16, mask=mask), want) < 1e-5
+    assert rel_error(cpu_layers.attention(q, k, v, scale=0.16, mask=mask), want) < 1e-5
 
 
 def test_attention_refusals_and_fallbacks(kernels) -> None:
@@ -89,13 +86,13 @@ def test_gradients_are_the_twins(kernels) -> None:
 
     ours = grads(lambda a, b: kernels.rms_norm(a, b, 1e-5))
     ref = grads(lambda a, b: mx.fast.rms_norm(a, b, 1e-5))
-    assert all(_rel(o, r) < 1e-5 for o, r in zip(ours, ref))
+    assert all(rel_error(o, r) < 1e-5 for o, r in zip(ours, ref))
     ours = grads(lambda a, b: kernels.rope(a, 16, 10000.0, 1.0, 5, cpu_layers.inv_freq(16, 10000.0)) * b)
     ref = grads(lambda a, b: mx.fast.rope(a, 16, traditional=False, base=10000.0, scale=1.0, offset=5) * b)
-    assert all(_rel(o, r) < 1e-5 for o, r in zip(ours, ref))
+    assert all(rel_error(o, r) < 1e-5 for o, r in zip(ours, ref))
     ours = grads(lambda a, b: kernels.attention(a, kv, kv * b, 0.3, True))
     ref = grads(lambda a, b: mx.fast.scaled_dot_product_attention(a, kv, kv * b, scale=0.3, mask="causal"))
-    assert all(_rel(o, r) < 1e-5 for o, r in zip(ours, ref))
+    assert all(rel_error(o, r) < 1e-5 for o, r in zip(ours, ref))
 
 
 def _tiny_llama(quantized: bool) -> nn.Module:
@@ -110,15 +107,6 @@ def _tiny_llama(quantized: bool) -> nn.Module:
     return model
 
 
-def _decoder_tokens(model: nn.Module, prompt: list[int], n: int) -> list[int]:
-    dec = Decoder(model)
-    step = dec.feed(prompt, None)
-    out = []
-    for _ in range(n):
-        out.append(step.read()[0])
-        step = dec.advance(step, None, call_on_fire=False)
-    return out
-
 
 @pytest.mark.parametrize("quantized", [False, True])
 def test_switched_llama_decodes_as_mlx_lm(kernels, quantized: bool) -> None:
@@ -129,8 +117,8 @@ def test_switched_llama_decodes_as_mlx_lm(kernels, quantized: bool) -> None:
     assert cpu_layers.accelerate_layers(model) == 2 * (2 + 1 + 1 + 1) + 1  # per layer 2 norms, rope, attention, MLP; final norm
     assert type(model.model.layers[1].self_attn) is cpu_layers.CpuLlamaAttention
     assert cpu_layers.accelerate_layers(model) == 0  # idempotent
-    assert _rel(model(mx.array(prompt)[None]), ref_logits) < 1e-5
-    assert _decoder_tokens(model, prompt, 14) == want
+    assert rel_error(model(mx.array(prompt)[None]), ref_logits) < 1e-5
+    assert decoder_tokens(model, prompt, 14) == want
 
 
 def test_failed_check_warns_and_keeps_mlx(monkeypatch, kernels) -> None:
