@@ -17,7 +17,8 @@ which imports torch when it is installed, ~250 MB) and, for MLX engines, MLX's o
 Every engine gets the same prompt ids (``--prompts`` lengths) and decodes ``--tokens`` greedy
 tokens; prefill = time to the first token. Rounds are interleaved (engines rotated per round),
 medians over ``--repeats``; ``--threads`` sets BLAS/torch/llama.cpp/kernel threads per worker.
-Prints a table and one JSON line. Run it with OpenBLAS preloaded, as ``make`` does:
+Prints a table, the load average at the start and end (the machine may be shared: read ratios)
+and one JSON line. Run it with OpenBLAS preloaded, as ``make`` does:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python benchmarks/decode_cpu.py
     LD_PRELOAD=... python benchmarks/decode_cpu.py --threads 1 --prompts 256 --repeats 5
@@ -249,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [int(n) for n in a.prompts.split(",")]
     gguf_mb = gguf_path().stat().st_size / 1e6
     record = {"benchmark": "decode_cpu", "openblas": openblas_preloaded(), "tokens": a.tokens, "repeats": a.repeats,
-              "gguf_mb": round(gguf_mb, 1), "results": {}, "earlier_llama_cpp": EARLIER_LLAMA_CPP}
+              "gguf_mb": round(gguf_mb, 1), "results": {}, "load_average": {"start": os.getloadavg()}}
+    if "llama.cpp" not in engines:
+        record["earlier_llama_cpp"] = EARLIER_LLAMA_CPP
     print(f"OpenBLAS preloaded: {openblas_preloaded()}, GGUF {gguf_mb:.0f} MB, {a.tokens} tokens decoded, "
           f"medians of {a.repeats} interleaved rounds")
     print(f"{'threads':>7} {'engine':>11} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak MB':>8}"
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             ref = EARLIER_LLAMA_CPP[str(t)]
             print(f"{t:>7} {'llama.cpp*':>11} {'':>6} {ref['prefill_tps']:14.1f} {ref['decode_tps']:13.1f}"
                   f" {'':>8}  (* the issue's earlier measurement)")
+    record["load_average"]["end"] = os.getloadavg()
+    print(f"load average (1, 5, 15 min): at the start {record['load_average']['start']}, "
+          f"at the end {record['load_average']['end']} on {os.cpu_count()} cores")
     print(json.dumps(record))
     return 0
 

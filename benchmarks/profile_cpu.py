@@ -23,6 +23,7 @@ from mlx_lm import load
 from mlx_lm.models.cache import make_prompt_cache
 
 from lacy_mlx.platform import blas_threads, openblas_preloaded
+from lacy_mlx.runtime.cpu_layers import accelerate_layers, attention, silu_mul
 from lacy_mlx.runtime.quantized import accelerate, set_threads
 
 
@@ -45,8 +46,9 @@ def _filled_cache(model: nn.Module, context: int) -> list:
     return cache
 
 
-def profile(model: nn.Module, *, tokens: int, context: int, repeats: int) -> dict[str, float]:
-    """ms per kind of op for a forward pass of ``tokens`` new tokens after ``context`` cached ones."""
+def profile(model: nn.Module, *, tokens: int, context: int, repeats: int, kernels: bool = False) -> dict[str, float]:
+    """ms per kind of op for a forward pass of ``tokens`` new tokens after ``context`` cached ones
+    (``kernels``: attention and SwiGLU timed through lacy-mlx's CPU kernels, as the switched model runs them)."""
     inner = model.model
     layers = inner.layers
     attn0 = layers[0].self_attn
@@ -84,8 +86,9 @@ def profile(model: nn.Module, *, tokens: int, context: int, repeats: int) -> dic
                                      for l in layers], repeats)
     kv = mx.random.normal((1, attn0.n_kv_heads, context + tokens, head_dim))
     mask = "causal" if tokens > 1 else None
-    out["sdpa"] = median_ms(lambda: [mx.fast.scaled_dot_product_attention(q, kv, kv, scale=attn0.scale, mask=mask)
-                                     for _ in layers], repeats)
+    sdpa = (lambda: attention(q, kv, kv, scale=attn0.scale, mask=mask)) if kernels else (
+        lambda: mx.fast.scaled_dot_product_attention(q, kv, kv, scale=attn0.scale, mask=mask))
+    out["sdpa"] = median_ms(lambda: [sdpa() for _ in layers], repeats)
 
     def cache_update():
         cache = _filled_cache(model, context)
@@ -95,7 +98,8 @@ def profile(model: nn.Module, *, tokens: int, context: int, repeats: int) -> dic
     out["kv_cache_update"] = max(0.0, median_ms(cache_update, repeats) - base)
     g = mx.random.normal((1, tokens, 1536))
     mx.eval(g)
-    out["swiglu_elementwise"] = median_ms(lambda: [nn.silu(g) * g for _ in layers], repeats)
+    swiglu = (lambda: silu_mul(g, g)) if kernels else (lambda: nn.silu(g) * g)
+    out["swiglu_elementwise"] = median_ms(lambda: [swiglu() for _ in layers], repeats)
     out["residual_adds"] = median_ms(lambda: [x + x for _ in range(2 * len(layers))], repeats)
     out["embedding_lookup"] = median_ms(lambda: inner.embed_tokens(mx.zeros((1, tokens), dtype=mx.int32)), repeats)
     parts = sum(v for k2, v in out.items() if k2 not in ("step", "python_graph_build"))
@@ -109,16 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=200, help="cached tokens before the decode step (not a multiple of 256: mlx-lm grows its cache then)")
     p.add_argument("--prefill", type=int, default=256, help="prompt tokens of the prefill profiled (0: decode only)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--kernels", action="store_true", help="quantized layers on lacy-mlx's CPU kernels (as the runtime)")
+    p.add_argument("--kernels", action="store_true", help="quantized layers, norms, rope, attention and SwiGLU on "
+                   "lacy-mlx's CPU kernels (as the runtime)")
     p.add_argument("--threads", type=int, default=1, help="BLAS and kernel threads")
     args = p.parse_args(argv)
     model, _ = load(args.model)
     if args.kernels:
         accelerate(model)
+        accelerate_layers(model)
     set_threads(args.threads)
     with blas_threads(args.threads):
-        res = {"decode": profile(model, tokens=1, context=args.context, repeats=args.repeats),
-               "prefill": profile(model, tokens=args.prefill, context=0, repeats=max(3, args.repeats // 2))
+        res = {"decode": profile(model, tokens=1, context=args.context, repeats=args.repeats, kernels=args.kernels),
+               "prefill": profile(model, tokens=args.prefill, context=0, repeats=max(3, args.repeats // 2),
+                                  kernels=args.kernels)
                if args.prefill else {}}
     print(f"{args.model}: kernels {args.kernels}, threads {args.threads}, device {mx.default_device()}, OpenBLAS preloaded {openblas_preloaded()}, "
           f"decode after {args.context} tokens, prefill of {args.prefill}")

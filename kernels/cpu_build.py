@@ -36,8 +36,8 @@ from . import KERNEL_DIR  # relative: this folder is `kernels` in a checkout, `l
 from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
-SOURCES = (SOURCE, "cpu_quant.cpp")  # one extension module; SOURCE holds its NB_MODULE
-HEADERS = ("cpu_common.h",)
+SOURCES = (SOURCE, "cpu_quant.cpp", "cpu_qmv.cpp", "cpu_decode.cpp")  # one extension module; SOURCE holds its NB_MODULE
+HEADERS = ("cpu_common.h", "cpu_exp.h", "cpu_quant.h")
 MODULE = "_lacy_cpu_kernels"  # the NB_MODULE name in SOURCE
 _FLAGS = ("-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-DNDEBUG",
           "-DNB_DOMAIN=mlx")  # MLX's Python types are registered in nanobind's "mlx" domain
@@ -94,7 +94,7 @@ def build(force: bool = False) -> Path:
     if not force and _intact(target):
         return target
     final.parent.mkdir(parents=True, exist_ok=True)
-    print(f"lacy-mlx: compiling the CPU kernels (encoder, quantized matmul) once for this MLX (~10 s) into {final}", file=sys.stderr)
+    print(f"lacy-mlx: compiling the CPU kernels (encoder, quantized matmul, decoder layers) once for this MLX (~10 s) into {final}", file=sys.stderr)
     includes = [f"-I{p}" for p in (nb_dir / "include", nb_dir / "ext" / "robin_map" / "include",
                                    Path(sysconfig.get_paths()["include"]), mlx_dir / "include", KERNEL_DIR)]
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
@@ -200,7 +200,8 @@ def cpu_kernels() -> ModuleType | None:
 
 def _check_quant(module: ModuleType) -> None:
     """The quantized matmul and dequantize against ``mx.quantized_matmul`` / ``mx.dequantize``:
-    4 and 8 bits, every group size, 1-6 rows of x (the four-row tiles and their tails), 2 threads."""
+    4 and 8 bits, every group size, float32 and float16 scales, 1-6 rows of x (the four-row tiles
+    and their tails), 2 threads."""
     import mlx.core as mx
 
     key = mx.random.key(7)
@@ -216,9 +217,13 @@ def _check_quant(module: ModuleType) -> None:
                 want = mx.concatenate([want[: m] for m in range(1, 7)])
                 err = float(mx.max(mx.abs(got - want)) / mx.max(mx.abs(want)))
                 deq = float(mx.max(mx.abs(module.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits))))
-                if not (err < 1e-5 and deq < 1e-5):
+                s16, b16 = s.astype(mx.float16), b.astype(mx.float16)  # GGUF's scales: float16, used as float32
+                half = float(mx.max(mx.abs(module.quantized_matmul(x, w, s16, b16, gs, bits) - mx.quantized_matmul(
+                    x, w, s16.astype(mx.float32), b16.astype(mx.float32), transpose=True, group_size=gs, bits=bits))))
+                half /= float(mx.max(mx.abs(want)))
+                if not (err < 1e-5 and deq < 1e-5 and half < 1e-5):
                     raise ValueError(f"quantized_matmul ({bits}-bit, group {gs}) disagrees with mx.quantized_matmul "
-                                     f"(relative error {err:.3g}, dequantize {deq:.3g})")
+                                     f"(relative error {err:.3g}, float16 scales {half:.3g}, dequantize {deq:.3g})")
     finally:
         module.set_threads(before)
 

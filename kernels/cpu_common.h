@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -48,6 +49,10 @@ void dispatch(mx::Stream stream, const std::vector<mx::array>& inputs, mx::array
   encoder.set_output_array(out);
   encoder.dispatch(std::forward<F>(fn));
 }
+
+// Runs fn(lo, hi) over [0, n) split over the quantized kernels' thread pool in slices of multiples
+// of `align` (cpu_quant.cpp; one slice inline when set to one thread or n < 2 * align).
+void parallel_rows(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn);
 
 inline mx::Stream cpu_stream(const char* op) {
   mx::Stream stream = mx::default_stream(mx::default_device());

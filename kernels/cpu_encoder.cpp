@@ -19,57 +19,19 @@
 #include <nanobind/nanobind.h>
 
 #include "cpu_common.h"
+#include "cpu_exp.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 
-void register_quant(nb::module_& m);  // cpu_quant.cpp
+void register_quant(nb::module_& m);   // cpu_quant.cpp
+void register_decode(nb::module_& m);  // cpu_decode.cpp
 
 namespace {
 
 using namespace lacy;
 
-// ---- exp2 of a row minus its max -------------------------------------------------------------
-constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: (y + kRound) - kRound rounds to an integer
-// 2^f on |f| <= 1/2 (fastmath._EXP2_C), Estrin form below.
-constexpr float kC0 = 1.000000071029699f, kC1 = 0.6931469491610645f, kC2 = 0.24022121753561687f,
-                kC3 = 0.05550742616002223f, kC4 = 0.009675459745521559f,
-                kC5 = 0.0013266970386470525f;
-
-// 2^t for t <= 0 (t below -126 gives 2^-126), one float or 8 lanes.
-template <class V, class I>
-LACY_INLINE V exp2_nonpos(V t) {
-  t = t < -126.0f ? -126.0f + V{} : t;
-  V k = (t + kRound) - kRound;
-  V f = t - k;
-  V f2 = f * f;
-  V p = ((kC0 + kC1 * f) + f2 * (kC2 + kC3 * f)) + (f2 * f2) * (kC4 + kC5 * f);
-  I bits;
-  if constexpr (std::is_same_v<V, float>) {
-    bits = (static_cast<int32_t>(k) + 127) << 23;
-  } else {
-    bits = (__builtin_convertvector(k, I) + 127) << 23;
-  }
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(V));
-  return p * scale;
-}
-
-LACY_INLINE float row_max(const float* a, int64_t n) {
-  float m = -INFINITY;
-  int64_t i = 0;
-  if (n >= 8) {
-    f8 acc = load8(a);
-    for (i = 8; i + 8 <= n; i += 8) {
-      f8 v = load8(a + i);
-      acc = v > acc ? v : acc;
-    }
-    for (int j = 0; j < 8; ++j) m = acc[j] > m ? acc[j] : m;
-  }
-  for (; i < n; ++i) m = a[i] > m ? a[i] : m;
-  return m;
-}
-
+// ---- exp2 of a row minus its max (exp2_nonpos, row_max: cpu_exp.h) ------------------------
 // y[r, :] = 2^(x[r, :] - max x[r, :]); y may alias x.
 LACY_CLONES void exp2_rows(const float* x, float* y, int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -263,4 +225,5 @@ NB_MODULE(_lacy_cpu_kernels, m) {
         "(x - mean) * rstd * weight + bias over x's last axis, mean and variance over its first n columns.");
   m.def("gelu_erf", &gelu_erf_op, nb::arg("x"), "Exact (erf) GELU of a float32 array, |error| <= 2e-7 |x|.");
   register_quant(m);
+  register_decode(m);
 }

@@ -3,10 +3,10 @@
 //
 // Layout (MLX's, and GGUF Q4_0/Q4_1/Q8_0's once converted): w is (N, K * bits / 32) uint32, element
 // k of a row is bits-wide field k % (32 / bits) of word k / (32 / bits), lowest field first; scales
-// and biases are (N, K / group) float32 and w = scale * q + bias. Each 8 weights are unpacked into
-// a vector register, dequantized with one FMA and used at once, never stored: the matrix-vector
-// product of decode reads the 4-bit weights (8x less memory than float32). Rows of x go four at a
-// time, so one dequantized vector feeds four FMAs (prefill, where the weights sit in L2).
+// and biases are (N, K / group), float32 or float16 (GGUF's own, kept exactly), w = scale * q + bias.
+// With AVX2 the product is cpu_qmv.cpp's. The portable kernel here unpacks 8 weights into a vector
+// register, dequantizes them with one FMA and uses them at once, never stored, four rows of x per
+// weight vector. Prefill dequantizes (threaded) for BLAS.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -19,6 +19,7 @@
 #include <nanobind/nanobind.h>
 
 #include "cpu_common.h"
+#include "cpu_quant.h"
 
 namespace nb = nanobind;
 
@@ -125,15 +126,6 @@ LACY_INLINE f8 unpack8(const uint32_t* row, int64_t k) {  // elements k..k+7 of 
   }
 }
 
-struct QArgs {
-  const float* x;      // (M, K)
-  const uint32_t* w;   // (N, K * bits / 32)
-  const float* s;      // (N, G)
-  const float* b;      // (N, G)
-  float* out;          // (M, N)
-  int64_t M, N, K, G;
-};
-
 // Output rows [n0, n1) of MT rows of x (starting at row m0).
 template <int BITS, int GS, int MT>
 LACY_INLINE void qrows(const QArgs& a, int64_t m0, int64_t n0, int64_t n1) {
@@ -141,8 +133,9 @@ LACY_INLINE void qrows(const QArgs& a, int64_t m0, int64_t n0, int64_t n1) {
   const float* x = a.x + m0 * a.K;
   for (int64_t n = n0; n < n1; ++n) {
     const uint32_t* wr = a.w + n * wpr;
-    const float* sr = a.s + n * a.G;
-    const float* br = a.b + n * a.G;
+    thread_local std::vector<float> buf;
+    const float *sr, *br;
+    row_params(a.s, a.b, a.half, a.G, n, 1, buf, sr, br);
     f8 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
     for (int64_t g = 0; g < a.G; ++g) {
       const float scale = sr[g], bias = br[g];
@@ -188,21 +181,23 @@ LACY_CLONES void qmm_range(const QArgs& a, int bits, int gs, int64_t n0, int64_t
 }
 
 template <int BITS>
-LACY_INLINE void dequant_rows_bits(const uint32_t* w, const float* s, const float* b, float* out, int64_t K,
-                                   int gs, int64_t n0, int64_t n1) {
+LACY_INLINE void dequant_rows_bits(const uint32_t* w, const void* s, const void* b, bool half, float* out,
+                                   int64_t K, int gs, int64_t n0, int64_t n1) {
   const int64_t wpr = K * BITS / 32, G = K / gs;
+  std::vector<float> buf;
   for (int64_t n = n0; n < n1; ++n) {
+    const float *sr, *br;
+    row_params(s, b, half, G, n, 1, buf, sr, br);
     for (int64_t k = 0; k < K; k += 8) {
-      const int64_t g = n * G + k / gs;
-      store8(out + n * K + k, unpack8<BITS>(w + n * wpr, k) * s[g] + b[g]);
+      store8(out + n * K + k, unpack8<BITS>(w + n * wpr, k) * sr[k / gs] + br[k / gs]);
     }
   }
 }
 
-LACY_CLONES void dequant_range(const uint32_t* w, const float* s, const float* b, float* out, int64_t K, int bits,
-                               int gs, int64_t n0, int64_t n1) {
-  if (bits == 4) dequant_rows_bits<4>(w, s, b, out, K, gs, n0, n1);
-  else dequant_rows_bits<8>(w, s, b, out, K, gs, n0, n1);
+LACY_CLONES void dequant_range(const uint32_t* w, const void* s, const void* b, bool half, float* out, int64_t K,
+                               int bits, int gs, int64_t n0, int64_t n1) {
+  if (bits == 4) dequant_rows_bits<4>(w, s, b, half, out, K, gs, n0, n1);
+  else dequant_rows_bits<8>(w, s, b, half, out, K, gs, n0, n1);
 }
 
 // Rows per thread slice: whole cache lines of output for one row of x.
@@ -236,10 +231,12 @@ class QuantizedMatmulCpu : public QuantPrimitive {
     dispatch(stream(), inputs, out,
              [x, w = inputs[1], s = inputs[2], b = inputs[3], out = out.data<float>(), M, N, K, gs = group_size_,
               bits = bits_]() {
-               const QArgs a{x.data<float>(), w.data<uint32_t>(), s.data<float>(), b.data<float>(), out, M, N, K,
-                             K / gs};
+               const QArgs a{x.data<float>(), w.data<uint32_t>(), s.data<void>(), b.data<void>(), out, M, N, K,
+                             K / gs, s.dtype() == mx::float16};
                const int64_t align = N * K * std::max<int64_t>(M, 1) >= (1 << 16) ? kAlign : N;  // small: one thread
-               pool().run(N, align, [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
+               if (!qmv_run(a, bits, gs, align)) {  // no AVX2: the portable kernel
+                 pool().run(N, align, [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
+               }
              });
   }
   // d(x @ W.T)/dx = cotangent @ W, in MLX's own quantized op (the weights are not trained here).
@@ -271,7 +268,8 @@ class DequantizeCpu : public QuantPrimitive {
              [w = inputs[0], s = inputs[1], b = inputs[2], out = out.data<float>(), N, K, gs = group_size_,
               bits = bits_]() {
                pool().run(N, kAlign, [&](int64_t lo, int64_t hi) {
-                 dequant_range(w.data<uint32_t>(), s.data<float>(), b.data<float>(), out, K, bits, gs, lo, hi);
+                 dequant_range(w.data<uint32_t>(), s.data<void>(), b.data<void>(), s.dtype() == mx::float16, out, K,
+                               bits, gs, lo, hi);
                });
              });
   }
@@ -290,8 +288,9 @@ void check_quantized(const mx::array& w, const mx::array& scales, const mx::arra
     throw std::invalid_argument(at + "supports group sizes 32, 64 and 128 only.");
   }
   if (w.dtype() != mx::uint32 || w.ndim() != 2) throw std::invalid_argument(at + "expects (N, K * bits / 32) uint32 weights.");
-  require_f32(scales, op, "scales");
-  require_f32(biases, op, "biases");
+  if ((scales.dtype() != mx::float32 && scales.dtype() != mx::float16) || biases.dtype() != scales.dtype()) {
+    throw std::invalid_argument(at + "expects float32 or float16 scales and biases of one dtype.");
+  }
   const int64_t K = static_cast<int64_t>(w.shape(1)) * 32 / bits;
   const mx::Shape groups = {w.shape(0), static_cast<int>(K / group_size)};
   if (K % group_size != 0 || scales.shape() != groups || biases.shape() != groups) {
@@ -327,13 +326,19 @@ mx::array dequantize_op(const mx::array& w, const mx::array& scales, const mx::a
 
 }  // namespace
 
+void lacy::parallel_rows(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn) {
+  pool().run(n, align, fn);
+}
+
 void register_quant(nb::module_& m) {
   m.def("quantized_matmul", &quantized_matmul_op, nb::arg("x"), nb::arg("w"), nb::arg("scales"), nb::arg("biases"),
         nb::arg("group_size"), nb::arg("bits"),
-        "x @ dequantize(w).T for MLX's affine 4/8-bit weights with float32 scales and biases (CPU stream).");
+        "x @ dequantize(w).T for MLX's affine 4/8-bit weights, float32 or float16 scales and biases (CPU stream).");
   m.def("dequantize", &dequantize_op, nb::arg("w"), nb::arg("scales"), nb::arg("biases"), nb::arg("group_size"),
         nb::arg("bits"), "MLX's affine 4/8-bit weights as a float32 (N, K) matrix (CPU stream).");
   m.def("set_threads", [](int n) { pool().set_threads(n); }, nb::arg("n"),
         "Threads the quantized kernels split their output rows over (default 1).");
   m.def("threads", [] { return pool().threads(); }, "Threads the quantized kernels use.");
+  m.def("simd_level", [](int force) { return lacy::qmv_level(force); }, nb::arg("force") = -1,
+        "The product's SIMD path: 2 AVX-512, 1 AVX2, 0 portable; force >= 0 caps it (for tests).");
 }

@@ -16,9 +16,9 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 
+from cpu_checks import decoder_tokens, rel_error
 from lacy_mlx.kernels import cpu_build
 from lacy_mlx.runtime import quantized
-from lacy_mlx.runtime.decoder import Decoder
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU kernels are built and used on Linux only")
 
@@ -30,24 +30,24 @@ def kernels():
     return module
 
 
-def _rel(a: mx.array, b: mx.array) -> float:
-    return float(mx.max(mx.abs(a - b)) / mx.max(mx.abs(b)))
-
 
 @pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 32), (8, 64), (8, 128)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int) -> None:
+@pytest.mark.parametrize("level", [0, 1, 2])  # the portable, AVX2 and AVX-512 paths (capped at what the CPU has)
+def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int, level: int) -> None:
     kernels.set_threads(threads)
+    kernels.simd_level(level)
     try:
         w, s, b = mx.quantize(mx.random.normal((72, 384), key=mx.random.key(bits + gs)), gs, bits)
         for m in (1, 2, 3, 4, 5, 9):
             x = mx.random.normal((m, 384), key=mx.random.key(m))
             want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=gs, bits=bits)
-            assert _rel(kernels.quantized_matmul(x, w, s, b, gs, bits), want) < 1e-5
-            assert _rel(kernels.quantized_matmul(x, w, s, b, gs, bits), x @ mx.dequantize(w, s, b, gs, bits).T) < 1e-5
+            assert rel_error(kernels.quantized_matmul(x, w, s, b, gs, bits), want) < 1e-5
+            assert rel_error(kernels.quantized_matmul(x, w, s, b, gs, bits), x @ mx.dequantize(w, s, b, gs, bits).T) < 1e-5
         assert float(mx.max(mx.abs(kernels.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits)))) < 1e-6
     finally:
         kernels.set_threads(1)
+        kernels.simd_level(2)
 
 
 def test_dispatcher_batches_strides_and_gradient(kernels) -> None:
@@ -55,16 +55,16 @@ def test_dispatcher_batches_strides_and_gradient(kernels) -> None:
     x = mx.random.normal((2, 40, 256))[..., ::2]  # 3-D, strided; 80 rows: the dequantize + BLAS path
     want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=32, bits=4)
     got = quantized.quantized_matmul(x, w, s, b, group_size=32, bits=4)
-    assert got.shape == (2, 40, 48) and _rel(got, want) < 1e-5
+    assert got.shape == (2, 40, 48) and rel_error(got, want) < 1e-5
     small = x[:1, :3]
-    assert _rel(quantized.quantized_matmul(small, w, s, b, group_size=32, bits=4), want[:1, :3]) < 1e-5
+    assert rel_error(quantized.quantized_matmul(small, w, s, b, group_size=32, bits=4), want[:1, :3]) < 1e-5
 
     def loss(f):
         return lambda v: (f(v) ** 2).sum()
 
     ours = mx.grad(loss(lambda v: kernels.quantized_matmul(v, w, s, b, 32, 4)))(small)
     ref = mx.grad(loss(lambda v: mx.quantized_matmul(v, w, s, b, transpose=True, group_size=32, bits=4)))(small)
-    assert _rel(ours, ref) < 1e-4
+    assert rel_error(ours, ref) < 1e-4
 
 
 def test_bad_input_is_refused(kernels) -> None:
@@ -92,16 +92,6 @@ def _tiny_quantized_llama() -> nn.Module:
     return model
 
 
-def _decoder_tokens(model: nn.Module, prompt: list[int], n: int) -> list[int]:
-    dec = Decoder(model)
-    step = dec.feed(prompt, None)
-    out = []
-    for _ in range(n):
-        tok = step.read()[0]
-        out.append(tok)
-        step = dec.advance(step, None, call_on_fire=False)
-    return out
-
 
 def test_decoder_greedy_equals_mlx_lm(kernels) -> None:
     model = _tiny_quantized_llama()
@@ -110,18 +100,41 @@ def test_decoder_greedy_equals_mlx_lm(kernels) -> None:
     assert quantized.accelerate(model) == 2 * 7 + 1  # 7 projections per layer and the tied head
     assert type(model.model.layers[0].mlp.up_proj) is quantized.CpuQuantizedLinear
     assert quantized.accelerate(model) == 0  # idempotent
-    assert _decoder_tokens(model, prompt, 12) == want
-    assert _decoder_tokens(model, prompt[:3], 12) == [int(t) for t, _ in generate_step(mx.array(prompt[:3]), model,
+    assert decoder_tokens(model, prompt, 12) == want
+    assert decoder_tokens(model, prompt[:3], 12) == [int(t) for t, _ in generate_step(mx.array(prompt[:3]), model,
                                                                                       max_tokens=12)][:12]
 
 
 def test_layers_the_kernels_cannot_take_are_left(kernels) -> None:
     model = _tiny_quantized_llama()
     attn = model.model.layers[0].self_attn
-    attn.q_proj.scales = attn.q_proj.scales.astype(mx.float16)
-    attn.q_proj.biases = attn.q_proj.biases.astype(mx.float16)
+    attn.q_proj = nn.QuantizedLinear(128, 128, bias=False, group_size=32, bits=3)
     assert quantized.accelerate(model) == 2 * 7
     assert type(attn.q_proj) is nn.QuantizedLinear and type(attn.k_proj) is quantized.CpuQuantizedLinear
+
+
+def test_float16_scales_exact_and_used(kernels) -> None:
+    """A GGUF's scales are float16: accelerate() stores them so (same values); the kernel reads them."""
+    model = _tiny_quantized_llama()
+    inexact = model.model.layers[0].mlp.up_proj
+    for _, m in model.named_modules():  # as a GGUF conversion: float16 values held in float32
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) and m is not inexact:
+            m.scales, m.biases = (m.scales.astype(mx.float16).astype(mx.float32),
+                                  m.biases.astype(mx.float16).astype(mx.float32))
+    inexact.scales = inexact.scales + 1e-9 * (1 + mx.abs(inexact.scales))  # not a float16 value
+    prompt = [(5 * i) % 300 for i in range(9)]
+    want = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=8)]
+    x = mx.random.normal((3, 128))
+    ref = model.model.layers[1].self_attn.q_proj(x)
+    quantized.accelerate(model)
+    q = model.model.layers[1].self_attn.q_proj
+    assert q.scales.dtype == mx.float16 and q.biases.dtype == mx.float16
+    assert model.model.embed_tokens.scales.dtype == mx.float16
+    assert inexact.scales.dtype == mx.float32  # kept: float16 would change it
+    assert rel_error(q(x), ref) < 1e-5
+    assert model.model.embed_tokens(mx.array([[3, 7]])).dtype == mx.float32  # activations stay float32
+    assert model(mx.array([prompt])).dtype == mx.float32
+    assert decoder_tokens(model, prompt, 8) == want
 
 
 def test_without_kernels_nothing_changes(monkeypatch) -> None:
@@ -159,4 +172,4 @@ def test_smollm2_greedy_equals_mlx_lm(kernels, tmp_path) -> None:
                tok.encode("Marie Curie was a physicist and chemist who " * 6)]  # 54 tokens: the prefill path
     want = [[int(t) for t, _ in generate_step(mx.array(p), model, max_tokens=16)] for p in prompts]
     quantized.accelerate(model)
-    assert [_decoder_tokens(model, p, 16) for p in prompts] == want
+    assert [decoder_tokens(model, p, 16) for p in prompts] == want

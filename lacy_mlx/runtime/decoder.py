@@ -21,6 +21,7 @@ from mlx_lm.sample_utils import greedy_sampler
 from lacy_mlx.errors import LacyError
 from lacy_mlx.gate import GateStats
 from lacy_mlx.kernels.dispatch import gate_stats
+from lacy_mlx.runtime.cpu_layers import accelerate_layers
 from lacy_mlx.runtime.hidden import plain_forward, split_forward
 from lacy_mlx.runtime.quantized import accelerate
 
@@ -93,6 +94,7 @@ class Decoder:
         self.call_id = -1 if call_id is None else int(call_id)
         self.prefill_step_size = prefill_step_size
         accelerate(model)  # on the CPU, quantized layers onto kernels/cpu_quant.cpp (same results)
+        accelerate_layers(model)  # and norms, rope, attention, SwiGLU onto kernels/cpu_decode.cpp
         self._forward = split_forward(model) if need_hidden else plain_forward(model)
         self._mask = mx.array(sorted(set(masked_ids)), dtype=mx.int32) if masked_ids else None
         self.cache = make_prompt_cache(model)
