@@ -14,6 +14,7 @@ passages ingested into a new store at evaluation time).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,23 @@ def train_objectives(out: str | Path, *, preset: str = "ablation", objectives: S
         folder = out / objective
         if not (folder / "config.json").is_file():
             extra = {"reference_model": str(out / "plain")} if objective == "rho1" else {}
+            _share_passage_embeddings(list(folders.values()), folder)
             train(make_preset(preset, objective=objective, **extra, **overrides), folder)
         folders[objective] = folder
     return folders
+
+
+def _share_passage_embeddings(done: list[Path], folder: Path) -> None:
+    """Copy an earlier run's passage embeddings into ``folder``: the runs differ only in their
+    objective, so the corpus and embedder are the same and prepare() reuses the file instead of
+    embedding every passage again (about a minute of CPU per run)."""
+    for src in done:
+        files = [src / "data" / n for n in ("passages.npy", "passages.json")]
+        if all(f.is_file() for f in files) and not (folder / "data" / "passages.npy").exists():
+            (folder / "data").mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copyfile(f, folder / "data" / f.name)
+            return
 
 
 def run_ablation(out: str | Path, *, preset: str = "ablation", budgets: Sequence[float] = BUDGETS,
