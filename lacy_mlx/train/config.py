@@ -100,8 +100,8 @@ PRESETS["demo-copy"] = dict(PRESETS["demo"], steps=1200, lr=1e-3, warmup_steps=5
                             copy_facts=5, copy_weight=3.0)
 # The objective ablation (lacy_mlx.train.ablation): the demo's model size on fewer people and steps,
 # so that four runs fit in about an hour on 2 shared CPU cores (measured 0.73-0.98 s/step; docs/eval.md).
-PRESETS["ablation"] = dict(PRESETS["demo"], people=1000, heldout_people=100, max_mentions=60, steps=800,
-                           save_every=400, warmup_steps=50)
+PRESETS["ablation"] = dict(PRESETS["demo"], people=1000, heldout_people=100, max_mentions=60, steps=600,
+                           save_every=300, warmup_steps=50)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

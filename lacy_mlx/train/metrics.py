@@ -36,11 +36,15 @@ class Claim:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One call: the relation at its position (None: not at a value), and how the model alone did."""
+    """One call: the relation at its position (None: not at a value), how the model alone did, and
+    where it sits: ``sentence`` (0 = the sentence after the name) and ``word`` (words of that
+    sentence before the call; 0 = its first word)."""
 
     relation: str | None
     needed: bool
     leaked: bool
+    sentence: int = 0
+    word: int = 0
 
 
 @dataclass
@@ -84,10 +88,12 @@ def judge_call(person: Person, output_before: str, alone: str) -> CallRecord:
     sentence = text[text.rfind(".") + 1:].strip() or text
     rel = relation_at(sentence)
     seen = sentence + alone
+    where = {"sentence": text.count("."), "word": len(sentence.split()) if text.rfind(".") >= 0 else
+             len(sentence.split()) - len(person.name.split())}
     if rel is None:
-        return CallRecord(None, False, any(v in seen for v in person.facts.values()))
+        return CallRecord(None, False, any(v in seen for v in person.facts.values()), **where)
     leaked = person.facts[rel] in seen
-    return CallRecord(rel, not leaked, leaked)
+    return CallRecord(rel, not leaked, leaked, **where)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -143,4 +149,30 @@ def summarize(bios: Sequence[Biography], alone: Sequence[Biography] | None = Non
         "call_recall": r(call_recall(alone, bios)) if alone is not None else None,
         "leakage": r(leakage(bios)),
         "tokens_per_s": r(tokens_per_s(bios)),
+    }
+
+
+def at_rate(points: Sequence[tuple[float, float | None]], rate: float) -> float | None:
+    """The value at call rate ``rate``, linearly interpolated between the two nearest of the
+    measured ``(call_rate, value)`` points (one per setting of a sweep; ``alone`` is rate 0).
+    None outside the measured rates or where a neighbour's value is None: no extrapolation."""
+    pts = sorted((r, v) for r, v in points if v is not None)
+    for (r0, v0), (r1, v1) in zip(pts, pts[1:]):
+        if r0 <= rate <= r1:
+            return v0 if r1 == r0 else v0 + (v1 - v0) * (rate - r0) / (r1 - r0)
+    return pts[0][1] if len(pts) == 1 and pts[0][0] == rate else None
+
+
+def call_sites(bios: Sequence[Biography]) -> dict[str, float | int | None]:
+    """Where the calls of ``bios`` sit: ``at_value`` (share at a value, a template head before
+    them), ``first_word`` (share at a sentence's first word), ``mean_sentence`` (mean index of the
+    sentence called in) and ``needed_at_value`` (call precision among the calls at a value)."""
+    calls = [c for b in bios for c in b.calls]
+    at_value = [c for c in calls if c.relation is not None]
+    return {
+        "calls": len(calls),
+        "at_value": _ratio(len(at_value), len(calls)),
+        "first_word": _ratio(sum(c.word == 0 for c in calls), len(calls)),
+        "mean_sentence": _ratio(sum(c.sentence for c in calls), len(calls)),
+        "needed_at_value": _ratio(sum(c.needed for c in at_value), len(at_value)),
     }
