@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def run_ablation(out: str | Path, *, preset: str = "ablation", budgets: Sequence
                  objectives: Sequence[str] = OBJECTIVES, **overrides: Any) -> dict[str, dict]:
     """Train (or reuse) every objective and evaluate it; ``{objective: EvalReport.summary()}``, also
     written to ``out/ablation.json`` (and each model's call sites, :func:`~lacy_mlx.train.metrics.call_sites`,
-    to ``out/<objective>/call_sites.json``).
+    to ``out/<objective>/call_sites.json``, its biographies to ``out/<objective>/biographies.json``).
 
     The groups: ``frequent`` and ``seen once`` are training people; ``never seen`` is a fresh
     knowledge base (``eval_seed``: new people, their passages ingested at evaluation time). One
@@ -81,6 +82,9 @@ def run_ablation(out: str | Path, *, preset: str = "ablation", budgets: Sequence
         sites = {setting: {g: call_sites(bios) for g, bios in {**by_group, "all": sum(by_group.values(), [])}.items()}
                  for setting, by_group in report.runs.items() if setting != "alone"}
         Path(folder, "call_sites.json").write_text(json.dumps(sites, indent=1) + "\n", encoding="utf-8")
+        bios = {setting: {g: [asdict(b) for b in bs] for g, bs in by_group.items()}
+                for setting, by_group in report.runs.items()}
+        Path(folder, "biographies.json").write_text(json.dumps(bios) + "\n", encoding="utf-8")
     Path(out, "ablation.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return results
 
