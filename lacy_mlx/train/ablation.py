@@ -125,6 +125,23 @@ def matched_table(results: dict[str, dict], rates: Sequence[float] = BUDGETS, me
     return "\n".join(lines)
 
 
+def sites_table(out: str | Path, objectives: Sequence[str] = OBJECTIVES) -> str:
+    """Where each model calls (``out/<objective>/call_sites.json``, pooled over the groups): share
+    of calls at a value, at a sentence's first word, the mean sentence index, and call precision
+    among the calls at a value; per setting of the sweep."""
+    lines = [f"{'model':<8} {'setting':<13} {'group':<11} {'calls':>6} {'at value':>9} {'1st word':>9} "
+             f"{'sentence':>9} {'needed@v':>9}"]
+    for objective in objectives:
+        path = Path(out, objective, "call_sites.json")
+        if not path.is_file():
+            continue
+        for setting, by_group in json.loads(path.read_text(encoding="utf-8")).items():
+            for group, m in by_group.items():
+                lines.append(f"{objective:<8} {setting:<13} {group:<11} {m['calls']:>6} " + " ".join(
+                    _cell(m[k]) for k in ("at_value", "first_word", "mean_sentence", "needed_at_value")))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lacy_mlx.train.ablation OUT``: train the four objectives and evaluate them."""
     import argparse
@@ -158,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(matched_table(results, a.budget))
+    print()
+    print(matched_table(results, a.budget, "leakage"))
+    print()
+    print(sites_table(a.out, [o for o in OBJECTIVES if o in results]))
     if a.plot:
         from lacy_mlx.train.plot import plot_precision
 

@@ -88,8 +88,8 @@ def judge_call(person: Person, output_before: str, alone: str) -> CallRecord:
     sentence = text[text.rfind(".") + 1:].strip() or text
     rel = relation_at(sentence)
     seen = sentence + alone
-    where = {"sentence": text.count("."), "word": len(sentence.split()) if text.rfind(".") >= 0 else
-             len(sentence.split()) - len(person.name.split())}
+    tail = text[text.rfind(".") + 1:] if "." in text else text[len(person.name):]  # the sentence so far
+    where = {"sentence": text.count("."), "word": len(tail.split())}
     if rel is None:
         return CallRecord(None, False, any(v in seen for v in person.facts.values()), **where)
     leaked = person.facts[rel] in seen
