@@ -145,17 +145,20 @@ def write_biography(lacy: Any, person: Person, *, alone: bool, max_tokens: int =
     gate = {"max_calls": 0 if alone else None, "per_sentence": 1, "call_threshold": threshold,
             "budget": None if alone else budget, "mode": gate_mode}
     text, calls, done = "", [], None
+    scores: list[tuple[int, float, float]] = []
     for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=max_tokens, probe=0 if alone else probe, **gate):
         if events is not None:
             events.append(ev)
         if isinstance(ev, Token):
+            if alone and ev.p_call is not None and ev.entropy is not None:
+                scores.append((len(text), float(ev.p_call), float(ev.entropy)))
             text += ev.text
         elif isinstance(ev, Call):
             calls.append(judge_call(person, text, ev.alone or ""))
         elif isinstance(ev, Done):
             done = ev
     assert done is not None
-    return Biography(person.pid, text, check_claims(person, text), calls, done.tokens, done.seconds)
+    return Biography(person.pid, text, check_claims(person, text), calls, done.tokens, done.seconds, scores)
 
 
 @dataclass

@@ -21,10 +21,11 @@ the cascade called in a sentence of that relation; ``leakage`` = leaked calls / 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lacy_mlx.train.corpus import BIO_TEMPLATES, Person, parse_claims
+from lacy_mlx.train.corpus import BIO_TEMPLATES, CLAIM_PATTERNS, Person, parse_claims
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Biography:
     calls: list[CallRecord] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    # Model-alone runs: (character offset in ``text``, p(<CALL>), entropy) per generated token.
+    scores: list[tuple[int, float, float]] = field(default_factory=list)
 
 
 def biography_text(person: Person, output: str) -> str:
@@ -176,3 +179,56 @@ def call_sites(bios: Sequence[Biography]) -> dict[str, float | int | None]:
         "mean_sentence": _ratio(sum(c.sentence for c in calls), len(calls)),
         "needed_at_value": _ratio(sum(c.needed for c in at_value), len(at_value)),
     }
+
+
+def value_positions(text: str) -> list[tuple[int, int, str, str]]:
+    """``(start, end, relation, value)`` of each claim's value in ``text`` (character positions),
+    for the sentences that :func:`lacy_mlx.train.corpus.parse_claims` parses."""
+    out, pos = [], 0
+    for piece in re.split(r"(?<=\.)", text):
+        lead = len(piece) - len(piece.lstrip())
+        sentence = piece.strip()
+        for rel, pat in CLAIM_PATTERNS:
+            m = pat.fullmatch(sentence)
+            if m:
+                v = m.group("v")
+                start = pos + lead + m.start("v") + (len(v) - len(v.lstrip()))
+                out.append((start, start + len(v.strip()), rel, v.strip()))
+                break
+        pos += len(piece)
+    return out
+
+
+def score_separation(person: Person, bio: Biography) -> list[tuple[str, float, float]]:
+    """Each token of a model-alone biography as ``(kind, p_call, entropy)``: ``unknown`` for the
+    token a value starts in when the value is false, ``known`` when it is the gold value,
+    ``inside`` for a value's later tokens, ``other`` elsewhere: how well a gate score separates
+    what the model does not know from what it does."""
+    full = biography_text(person, bio.text)
+    shift = len(full) - len(bio.text)
+    values = value_positions(full)
+    starts = [o + shift for o, _, _ in bio.scores] + [len(full)]
+    rows = []
+    for i, (_, p_call, entropy) in enumerate(bio.scores):
+        lo, hi = starts[i], starts[i + 1]
+        kind = "other"
+        for v_start, v_end, rel, value in values:
+            if lo <= v_start < hi:
+                kind = "known" if value == person.facts.get(rel) else "unknown"
+            elif v_start < lo < v_end:
+                kind = "inside"
+        rows.append((kind, p_call, entropy))
+    return rows
+
+
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(a score of ``pos`` > one of ``neg``), ties half: 1 = perfect separation, 0.5 = none."""
+    if not pos or not neg:
+        return None
+    import numpy as np
+
+    neg_sorted = np.sort(np.asarray(neg, dtype=np.float64))
+    p = np.asarray(pos, dtype=np.float64)
+    below = np.searchsorted(neg_sorted, p, side="left")
+    ties = np.searchsorted(neg_sorted, p, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(p) * len(neg_sorted)))
