@@ -10,7 +10,7 @@ import json
 import pytest
 
 from lacy_mlx.cli import main as cli_main
-from lacy_mlx.train.ablation import OBJECTIVES, matched_table, run_ablation, table
+from lacy_mlx.train.ablation import OBJECTIVES, matched_table, run_ablation, separation_table, sites_table, table
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,9 @@ def test_ablation_trains_four_objectives_and_scores_each_on_both_knowledge_bases
         sites = json.loads((out / objective / "call_sites.json").read_text())
         assert sites["budget=0.2"]["all"]["calls"] == summary["budget=0.2"]["all"]["calls"]
     assert "lacy" in table(results) and "@0.2" in matched_table(results, (0.2,))
+    assert "budget=0.2" in sites_table(out)
+    separation = separation_table(out, per_group=2, eval_seed=5, frequent_min=3).splitlines()
+    assert len(separation) == 1 + 4 * 4  # a row per model and group (three and pooled)
     # Models already trained are reused: a second run trains nothing and scores the same.
     again = run_ablation(out, preset="tiny", steps=6, progress=False, budgets=(0.2,), per_group=2, eval_seed=5,
                          frequent_min=3, max_tokens=24, objectives=("lacy",))

@@ -142,6 +142,38 @@ def sites_table(out: str | Path, objectives: Sequence[str] = OBJECTIVES) -> str:
     return "\n".join(lines)
 
 
+def separation_table(out: str | Path, objectives: Sequence[str] = OBJECTIVES, *, per_group: int = 20,
+                     eval_seed: int = 7, frequent_min: int = 10) -> str:
+    """How each model's gate score, alone, separates the value tokens it gets wrong (``unknown``)
+    from those it gets right (``known``) and from other tokens (:func:`~lacy_mlx.train.metrics.auc`
+    of p(<CALL>), or entropy for ``plain``), per group; from ``out/<objective>/biographies.json``."""
+    from lacy_mlx.train.evaluate import eval_people
+    from lacy_mlx.train.metrics import Biography, auc, score_separation
+
+    lines = [f"{'model':<8} {'group':<11} {'unknown':>8} {'known':>7} {'other':>7} {'unk>known':>10} {'unk>other':>10}"]
+    for objective in objectives:
+        path = Path(out, objective, "biographies.json")
+        if not path.is_file():
+            continue
+        alone = json.loads(path.read_text(encoding="utf-8"))["alone"]
+        chosen = eval_people(Path(out, objective), per_group=per_group, seed=eval_seed, frequent_min=frequent_min,
+                             distractors=0)
+        people = {p.pid: p for ps in chosen.groups.values() for p in ps}
+        col = 2 if objective == "plain" else 1  # the score the model's gate reads
+        pooled: list = []
+        for group, bios in [*alone.items(), ("all", None)]:
+            rows = pooled if bios is None else [
+                r for b in bios for r in score_separation(people[b["pid"]], Biography(b["pid"], b["text"], [],
+                                                                                        scores=b["scores"]))]
+            if bios is not None:
+                pooled += rows
+            by = {k: [r[col] for r in rows if r[0] == k] for k in ("unknown", "known", "other")}
+            lines.append(f"{objective:<8} {group:<11} {len(by['unknown']):>8} {len(by['known']):>7} "
+                         f"{len(by['other']):>7} " + _cell(auc(by["unknown"], by["known"]), 10)
+                         + " " + _cell(auc(by["unknown"], by["other"]), 10))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lacy_mlx.train.ablation OUT``: train the four objectives and evaluate them."""
     import argparse
@@ -179,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     print(matched_table(results, a.budget, "leakage"))
     print()
     print(sites_table(a.out, [o for o in OBJECTIVES if o in results]))
+    print()
+    print(separation_table(a.out, [o for o in OBJECTIVES if o in results], per_group=a.people, eval_seed=a.seed,
+                           frequent_min=a.frequent_min))
     if a.plot:
         from lacy_mlx.train.plot import plot_precision
 
