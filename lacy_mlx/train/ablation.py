@@ -59,7 +59,7 @@ def _share_passage_embeddings(others: list[Path], folder: Path) -> None:
 
 def run_ablation(out: str | Path, *, preset: str = "ablation", budgets: Sequence[float] = BUDGETS,
                  per_group: int = 20, eval_seed: int = 7, frequent_min: int = 10, max_tokens: int = 80,
-                 objectives: Sequence[str] = OBJECTIVES, **overrides: Any) -> dict[str, dict]:
+                 objectives: Sequence[str] = OBJECTIVES, query: str = "text", **overrides: Any) -> dict[str, dict]:
     """Train (or reuse) every objective and evaluate it; ``{objective: EvalReport.summary()}``, also
     written to ``out/ablation.json`` (and each model's call sites, :func:`~lacy_mlx.train.metrics.call_sites`,
     to ``out/<objective>/call_sites.json``, its biographies to ``out/<objective>/biographies.json``).
@@ -67,7 +67,9 @@ def run_ablation(out: str | Path, *, preset: str = "ablation", budgets: Sequence
     The groups: ``frequent`` and ``seen once`` are training people; ``never seen`` is a fresh
     knowledge base (``eval_seed``: new people, their passages ingested at evaluation time). One
     budget per setting spans all three, so a model spends its calls where it chooses.
-    ``overrides`` go to the preset.
+    ``query``: how calls query the store (:func:`~lacy_mlx.train.evaluate.evaluate`); ``text``
+    (default: name plus sentence through the store's embedder) gives every objective the same
+    retrieval, so that only where it calls differs. ``overrides`` go to the preset.
     """
     from lacy_mlx.train.evaluate import evaluate
     from lacy_mlx.train.metrics import call_sites
@@ -77,7 +79,7 @@ def run_ablation(out: str | Path, *, preset: str = "ablation", budgets: Sequence
     for objective, folder in folders.items():
         mode = "entropy" if objective == "plain" else None  # plain never learned <CALL>: the entropy gate
         report = evaluate(folder, per_group=per_group, seed=eval_seed, budgets=budgets, gate_mode=mode,
-                          frequent_min=frequent_min, max_tokens=max_tokens)
+                          frequent_min=frequent_min, max_tokens=max_tokens, query=query)
         results[objective] = report.summary()
         sites = {setting: {g: call_sites(bios) for g, bios in {**by_group, "all": sum(by_group.values(), [])}.items()}
                  for setting, by_group in report.runs.items() if setting != "alone"}
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--people", type=int, default=20, help="people per group")
     ap.add_argument("--seed", type=int, default=7, help="seed of the fresh knowledge base")
     ap.add_argument("--frequent-min", type=int, default=10, help="mentions that make a person 'frequent'")
+    ap.add_argument("--query", choices=("text", "latent", "auto"), default="text",
+                    help="how calls query the store (default text: the same retrieval for every objective)")
     ap.add_argument("--objectives", nargs="+", choices=OBJECTIVES,
                     help="train/evaluate only these (their results replace theirs in an existing ablation.json)")
     ap.add_argument("--report", action="store_true", help="only print the tables of OUT/ablation.json")
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"steps": a.steps} if a.steps else {}
         earlier = json.loads(saved.read_text(encoding="utf-8")) if a.objectives and saved.is_file() else {}
         results = run_ablation(a.out, preset=a.preset, budgets=a.budget, per_group=a.people, eval_seed=a.seed,
-                               frequent_min=a.frequent_min, objectives=a.objectives or OBJECTIVES, **overrides)
+                               frequent_min=a.frequent_min, objectives=a.objectives or OBJECTIVES, query=a.query,
+                               **overrides)
         if earlier:
             results = {o: results.get(o, earlier.get(o)) for o in OBJECTIVES if o in results or o in earlier}
             saved.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
