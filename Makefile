@@ -9,11 +9,12 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BLAS_ENV = BLAS=$$(ls /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0 2>/dev/null | head -n 1); \
 	if [ -n "$$BLAS" ]; then export LD_PRELOAD="$$BLAS$${LD_PRELOAD:+:$$LD_PRELOAD}"; fi;
 
-.PHONY: demo test bench openblas clean help
+.PHONY: demo test test-fast bench openblas clean help
 
 help:
 	@echo "make demo   - set up .venv and run the end-to-end demo"
 	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make test-fast - the suite without the tests marked slow (cold compiler builds, long trainings)"
 	@echo "make bench  - run the benchmarks in benchmarks/"
 
 $(VENV)/.stamp-runtime: pyproject.toml setup.py
@@ -46,6 +47,9 @@ demo: $(VENV)/.stamp-runtime openblas
 
 test: $(VENV)/.stamp-dev openblas
 	@$(BLAS_ENV) $(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: $(VENV)/.stamp-dev openblas
+	@$(BLAS_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 bench: $(VENV)/.stamp-dev openblas
 	@$(BLAS_ENV) for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -31,10 +31,11 @@ from mlx_lm.generate import generate_step
 
 import lacy_mlx
 from lacy_mlx.embed import HashedEmbedder
-from lacy_mlx.gate import gate_params, gate_stats
+from lacy_mlx.gate import gate_params
+from lacy_mlx.kernels.dispatch import gate_stats
 from lacy_mlx.platform import openblas_preloaded
 from lacy_mlx.runtime import GateConfig
-from lacy_mlx.runtime.inject import special_ids
+from lacy_mlx.tokens import special_ids
 from lacy_mlx.store import Store
 
 PROMPT = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16"
@@ -96,7 +97,7 @@ def run_lacy(lacy, n: int, gate: GateConfig, prompt: str = PROMPT) -> dict:
     """Tokens/s of lacy-mlx timed the same way (first to last token event), plus its Done stats."""
     stamps, done = [], None
     for ev in lacy.stream(prompt, max_tokens=n, gate=gate):
-        if type(ev).__name__ == "Token" and ev.id >= 0:
+        if type(ev).__name__ == "Token":
             stamps.append(time.perf_counter())
         elif type(ev).__name__ == "Done":
             done = ev
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     store_s = time.perf_counter() - t0
     store.search("w1 w2", k=3)  # builds the fast mirror outside the timed runs
 
-    lacy = lacy_mlx.load((model, tokenizer), db=store, k=2, max_evidence_tokens=48)
+    lacy = lacy_mlx.load((model, tokenizer), delegate=lacy_mlx.RetrievalDelegate(store, k=2), max_evidence_tokens=48)
     specials = special_ids(tokenizer)
     prompt_ids = tokenizer.encode(prompt)
     gates = {

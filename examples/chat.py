@@ -13,6 +13,7 @@ import sys
 
 import lacy_mlx
 from lacy_mlx.cli.runtime_options import EventPrinter, stats_line
+from lacy_mlx.runtime.events import output_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         answer = []
         for ev in stream:
             printer.event(ev)
-            if isinstance(ev, lacy_mlx.Token):
-                answer.append(ev.text)
+            answer.append(output_text(ev))
         printer.end()
         history.append({"role": "assistant", "content": "".join(answer)})
         assert stream.done is not None

@@ -90,8 +90,8 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
                  threshold: float | None = None, k: int | None = None) -> None:
     """Biographies from the demo SLM, alone and with calls answered by the store."""
     import lacy_mlx
-    from lacy_mlx.runtime.delegates import TextQuery
-    from lacy_mlx.runtime.events import Evidence, Token
+    from lacy_mlx.runtime.delegates import RetrievalDelegate, TextQuery
+    from lacy_mlx.runtime.events import Evidence, output_text
     from lacy_mlx.train.evaluate import eval_people, fill_store, write_biography
     from lacy_mlx.train.metrics import biography_text, summarize
 
@@ -100,7 +100,8 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
     chunks = fill_store(db, chosen.records)
     print(f"\nevidence store {db.name}: {chunks} passages ({time.perf_counter() - t0:.1f}s)")
     # "text": the subject (the prompt) plus the current sentence; "latent": the query tower.
-    lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else query, k=k)
+    query_builder = TextQuery(anchor=True) if query == "text" else query
+    lacy = lacy_mlx.load(str(model_dir), delegate=RetrievalDelegate(str(db), query=query_builder, k=k))
     rows = []
     for group, members in chosen.groups.items():
         for mode in ("alone", "cascade"):
@@ -110,8 +111,8 @@ def cascade_demo(model_dir: Path, db: Path, per_group: int, distractors: int, qu
                 bio = write_biography(lacy, person, alone=mode == "alone", threshold=threshold, events=events)
                 bios.append(bio)
                 if person is members[0]:
-                    shown = "".join(ev.text if isinstance(ev, Token) else paint(" [" + ev.text.split("\n")[0] + "]", DIM)
-                                    for ev in events if isinstance(ev, (Token, Evidence)))
+                    shown = "".join(paint(" [" + ev.text.split("\n")[0] + "]", DIM) if isinstance(ev, Evidence)
+                                    else output_text(ev) for ev in events)
                     right = sum(c.true for c in bio.claims)
                     print(f"\n{paint(person.name, BOLD)} ({group}, {person.mentions} mentions) - {mode}: "
                           f"{right}/{len(bio.claims)} claims true, {len(bio.calls)} calls")

@@ -36,6 +36,8 @@ class Assistant:
                 elif isinstance(ev, lacy_mlx.Call):
                     on_text(f" [asking: {ev.query!r}]")
                 elif isinstance(ev, lacy_mlx.Done):
+                    if ev.trailing_text:
+                        on_text(ev.trailing_text)
                     on_done(ev)
 
         self.thread = threading.Thread(target=run, daemon=True)

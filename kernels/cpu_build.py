@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-from lacy_mlx.kernels import KERNEL_DIR
+from . import KERNEL_DIR  # relative: this folder is `kernels` in a checkout, `lacy_mlx.kernels` installed
 from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
@@ -163,7 +163,7 @@ def _self_check(module: ModuleType) -> None:
     import mlx.core as mx
     import numpy as np
 
-    from lacy_mlx.encoder.fastmath import _gelu_base, _gelu_finish, exp2_nonpos
+    from lacy_mlx.polyops import exp2_nonpos, gelu_base, gelu_finish
 
     x = mx.array(np.linspace(-150.0, 30.0, 3 * 37, dtype=np.float32).reshape(3, 37))
     x = mx.concatenate([x, mx.full((3, 1), -np.inf)], axis=1)[:, ::-1]
@@ -171,7 +171,7 @@ def _self_check(module: ModuleType) -> None:
     with mx.stream(mx.cpu):
         checks = {
             "exp2_rowshift": (module.exp2_rowshift(x), exp2_nonpos(x - mx.max(x, axis=-1, keepdims=True))),
-            "gelu_erf": (module.gelu_erf(x[:, 1:]), _gelu_finish(x[:, 1:], _gelu_base(x[:, 1:]))),
+            "gelu_erf": (module.gelu_erf(x[:, 1:]), gelu_finish(x[:, 1:], gelu_base(x[:, 1:]))),
         }
         y = x[:, 1:] * 0.1
         norm = mx.fast.layer_norm(y[:, :-1], w[:36], w[1:37], 1e-5)

@@ -1,8 +1,9 @@
 """Pick and run the fused gate kernel for this device (Metal, CUDA, or none: the reference ops).
 
-:func:`fused_gate_for_device` returns a callable with the signature of
-``lacy_mlx.gate.gate_stats_reference`` or ``None``; ``lacy_mlx.gate.gate_stats`` calls it once per
-process. Kernel objects are built on first use and kept; everything that depends only on
+:func:`gate_stats` is the gate the decoder runs: the fused kernel for the default device, else
+``lacy_mlx.gate.gate_stats_reference`` (its plain-MLX twin, same outputs). The kernel is chosen
+once per process by :func:`fused_gate_for_device`, which returns a callable with the reference's
+signature or ``None``. Kernel objects are built on first use and kept; everything that depends only on
 (dtype, shape, call_id) is computed once per key, so a call does one dict lookup and one kernel
 call. Sizes travel in a small int32 ``meta`` array, so one compiled kernel per dtype serves every
 vocabulary and batch size (no per-shape JIT compile in the decode loop).
@@ -10,13 +11,14 @@ vocabulary and batch size (no per-shape JIT compile in the decode loop).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
 import mlx.core as mx
 
 from lacy_mlx.gate import GateStats, gate_params, gate_stats_reference
-from lacy_mlx.kernels import kernel_source
+from . import kernel_source  # relative: this folder is `kernels` in a checkout, `lacy_mlx.kernels` installed
 
 
 @dataclass(frozen=True)
@@ -262,3 +264,22 @@ def fused_gate_for_device():
                       "using the reference ops (set LACY_GATE_REFERENCE=1 to skip the kernel)")
         return None
     return None
+
+
+def gate_stats(logits: mx.array, call_id: int, params: mx.array) -> GateStats:
+    """Gate statistics through the fastest path for the default device (same outputs as the reference)."""
+    fused = _fused_impl()
+    if fused is not None:
+        return fused(logits, call_id, params)
+    return gate_stats_reference(logits, call_id, params)
+
+
+_FUSED: list = []  # [callable or None], filled once
+
+
+def _fused_impl():
+    """The fused kernel entry point for this device, or None; looked up once per process."""
+    if not _FUSED:
+        forced = os.environ.get("LACY_GATE_REFERENCE", "") not in ("", "0")
+        _FUSED.append(None if forced else fused_gate_for_device())
+    return _FUSED[0]

@@ -1,8 +1,9 @@
 """Gate statistics of next-token logits: entropy, p(<CALL>), top-1 probability, greedy token, decision.
 
-This module holds the contract and the reference implementation in plain MLX ops. The fused
-kernels in ``lacy_mlx.kernels`` compute the same outputs in one pass; :func:`gate_stats` picks
-one per device (``LACY_GATE_REFERENCE=1`` forces the reference).
+This module holds the contract and the reference implementation in plain MLX ops (the kernels'
+twin). The fused kernels in ``lacy_mlx.kernels`` compute the same outputs in one pass;
+:func:`lacy_mlx.kernels.dispatch.gate_stats` picks one per device (``LACY_GATE_REFERENCE=1``
+forces the reference).
 
 Contract, per row of logits ``x`` (float32, float16 or bfloat16; computed in float32):
 
@@ -22,7 +23,6 @@ Contract, per row of logits ``x`` (float32, float16 or bfloat16; computed in flo
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -82,31 +82,3 @@ def gate_stats_reference(logits: mx.array, call_id: int, params: mx.array) -> Ga
     entropy = mx.maximum(entropy, 0.0)  # rounding can dip a hair below 0 on one-hot rows
     # an all-masked row never fires, even with thresholds <= 0 (module contract)
     return GateStats(entropy, p_call, p_top, token, decide(entropy, p_call, params) & valid)
-
-
-def gate_stats(logits: mx.array, call_id: int, params: mx.array) -> GateStats:
-    """Gate statistics through the fastest path for the default device (same outputs as the reference)."""
-    fused = _fused_impl()
-    if fused is not None:
-        return fused(logits, call_id, params)
-    return gate_stats_reference(logits, call_id, params)
-
-
-_FUSED: list = []  # [callable or None], filled once
-
-
-def _fused_impl():
-    """The fused kernel entry point for this device, or None; looked up once per process."""
-    if not _FUSED:
-        impl = None
-        if os.environ.get("LACY_GATE_REFERENCE", "") not in ("", "0"):
-            impl = None
-        else:
-            try:
-                from lacy_mlx.kernels.dispatch import fused_gate_for_device
-            except ImportError:
-                fused_gate_for_device = None
-            if fused_gate_for_device is not None:
-                impl = fused_gate_for_device()
-        _FUSED.append(impl)
-    return _FUSED[0]

@@ -8,23 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# Debian's OpenBLAS; MLX's Linux CPU wheel bundles a slow reference BLAS that preloading replaces.
-_OPENBLAS_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-)
-
-
-def openblas_path() -> str | None:
-    """Path of a system OpenBLAS to LD_PRELOAD under MLX on Linux, or None (macOS, or not installed)."""
-    if platform.system() != "Linux":
-        return None
-    for cand in _OPENBLAS_CANDIDATES:
-        if Path(cand).exists():
-            return cand
-    return None
-
-
 def cache_root() -> Path:
     """Where lacy-mlx keeps what it builds once per machine (CPU kernels, the default model):
     ``$LACY_MLX_CACHE``, else ``$XDG_CACHE_HOME/lacy-mlx``, else ``~/.cache/lacy-mlx``."""

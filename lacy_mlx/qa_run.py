@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from lacy_mlx.errors import InputError
 from lacy_mlx.qa import Question
+from lacy_mlx.runtime.events import call_rate
 
 Mode = Literal["alone", "first", "gate"]
 MODES: tuple[Mode, ...] = ("alone", "first", "gate")
@@ -56,7 +57,7 @@ class QAReport:
             "accuracy": sum(a.correct for a in self.answers) / n,
             "calls_per_answer": calls / n,
             "answers_with_calls": sum(a.calls > 0 for a in self.answers) / n,
-            "call_rate": calls / max(tokens, 1),
+            "call_rate": call_rate(calls, tokens) or 0.0,
             "seconds_per_answer": statistics.median(a.seconds for a in self.answers),
             "missed": [a.question.id for a in self.answers if not a.correct],
         }

@@ -20,14 +20,8 @@ def _logits(shape, dtype, seed: int = 0) -> mx.array:
     return mx.array(edge_rows(np.random.default_rng(seed), *shape)).astype(dtype)
 
 
-@pytest.fixture(scope="class")
-def gate(request):
-    """The fused gate of the test class (its ``make_gate``), built once per class."""
-    return request.cls.make_gate()
-
-
 class ParitySuite:
-    """Set ``make_gate`` to a zero-argument factory of the fused gate under test; import ``gate`` too."""
+    """Set ``make_gate`` to a zero-argument factory of the fused gate under test (the ``gate`` fixture builds it)."""
 
     make_gate = None
 

@@ -133,31 +133,6 @@ def boost_call(model, call_id: int, bias: float = 30.0) -> None:
     mx.eval(model.parameters())
 
 
-# ---- pytest fixtures (import them into a test module: `from runtime_models import tiny_dir, tiny`) ----
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    """A tiny llama folder with <CALL>/evidence ids in config.json."""
-    return build_model(tmp_path_factory.mktemp("tiny-slm"), seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny(tiny_dir):
-    """``(model, tokenizer)`` of :func:`tiny_dir`, loaded with ``mlx_lm.load``."""
-    import mlx_lm
-
-    return mlx_lm.load(str(tiny_dir))
-
-
-@pytest.fixture(scope="session")
-def helper_dir(tmp_path_factory) -> Path:
-    """A second tiny model (another seed, 3 layers) to act as the bigger model delegate."""
-    return build_model(tmp_path_factory.mktemp("tiny-helper"), seed=1, layers=3, lacy_section=False)
-
-
 def vocab_of(folder: Path) -> dict[str, int]:
     """The tokenizer vocabulary of a folder built here (added tokens included)."""
     return _vocab(Path(folder))

@@ -1,4 +1,4 @@
-"""Servers on loopback around tiny models, for the server tests (import the fixtures you use)."""
+"""Servers on loopback around tiny models, for the server tests (the ``plain_server`` fixture is in conftest.py)."""
 from __future__ import annotations
 
 import threading
@@ -7,12 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlx_lm
-import pytest
 from runtime_models import boost_call, vocab_of
 
 import lacy_mlx
 from lacy_mlx.embed import HashedEmbedder
-from lacy_mlx.runtime import CallbackDelegate, GateConfig
+from lacy_mlx.runtime import CallbackDelegate, GateConfig, RetrievalDelegate
 from lacy_mlx.server import LacyServer, ServerConfig
 from lacy_mlx.server.worker import Job
 from lacy_mlx.store import Store
@@ -35,20 +34,14 @@ def running(lacy, **config) -> Iterator[LacyServer]:
         server.close()
 
 
-@pytest.fixture()
-def plain_server(tiny_dir) -> Iterator[LacyServer]:
-    """The tiny model, gate on (it never calls: p(<CALL>) is low), no store."""
-    with running(lacy_mlx.load(str(tiny_dir))) as server:
-        yield server
-
-
 def calling_lacy(tiny_dir: Path, tmp_path: Path, **load_kw):
     """The tiny model with <CALL> boosted (it calls whenever the gate is open) over a hashed store."""
     model, tok = mlx_lm.load(str(tiny_dir))
     boost_call(model, vocab_of(tiny_dir)[CALL_TOKEN])
     store = Store.open(tmp_path / "kb.db", embedder=HashedEmbedder(dim=64))
     store.add_documents(DOCS)
-    lacy = lacy_mlx.load((model, tok), db=store, gate=GateConfig(mode="call", per_sentence=1), k=2, **load_kw)
+    lacy = lacy_mlx.load((model, tok), delegate=RetrievalDelegate(store, k=2), gate=GateConfig(mode="call", per_sentence=1),
+                         **load_kw)
     lacy.name = "tiny-calls"
     return lacy
 

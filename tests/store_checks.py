@@ -1,9 +1,5 @@
-"""Assertions, a fixture and a CLI runner shared by the store tests."""
+"""Assertions and a CLI runner shared by the store tests (their store fixture is in conftest.py)."""
 from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
 
 DIM = 16
 
@@ -15,18 +11,6 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture
-def store_path(tmp_path) -> Path:
-    """A store holding one document that every bad call must leave intact."""
-    from lacy_mlx.embed import HashedEmbedder
-    from lacy_mlx.store import Store
-
-    path = tmp_path / "kb.db"
-    with Store.open(path, embedder=HashedEmbedder(dim=DIM)) as s:
-        s.add_documents([{"id": "keep", "text": "This document must survive every bad call."}])
-    return path
 
 
 def assert_indexes_agree(store) -> None:

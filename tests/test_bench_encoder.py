@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from test_encoder_tiny import _build
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from test_encoder_tiny import _build  # noqa: E402  (the tiny BERT folder those tests use)
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "encoder.py"
 

@@ -6,13 +6,9 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from convert_models import checkpoint, fresh_copy  # noqa: E402
-
-from lacy_mlx.cli import main  # noqa: E402
-from lacy_mlx.convert import (  # noqa: E402
+from convert_models import checkpoint, fresh_copy
+from lacy_mlx.cli import main
+from lacy_mlx.convert import (
     ConvertError,
     CorruptFileError,
     MissingConfigError,
@@ -23,7 +19,10 @@ from lacy_mlx.convert import (  # noqa: E402
     UnsupportedDtypeError,
     convert,
 )
-from lacy_mlx.errors import LacyError  # noqa: E402
+from lacy_mlx.errors import LacyError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
 
 
 def _no_leftovers(parent):

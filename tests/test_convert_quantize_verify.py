@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from convert_models import checkpoint, mlx_logits, torch_logits
+from lacy_mlx.cli import main
+from lacy_mlx.convert import VerificationError, convert
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from convert_models import checkpoint, mlx_logits, torch_logits  # noqa: E402
-
-from lacy_mlx.cli import main  # noqa: E402
-from lacy_mlx.convert import VerificationError, convert  # noqa: E402
 
 
 @pytest.mark.parametrize("family,bits,tol", [("llama", 8, 0.05), ("llama", 4, 0.5), ("gpt2", 8, 0.05),

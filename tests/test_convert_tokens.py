@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from convert_models import VOCAB, checkpoint, mlx_logits, torch_logits
+from lacy_mlx.convert import ConvertError, convert
+from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, read_lacy_section
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from convert_models import VOCAB, checkpoint, mlx_logits, torch_logits  # noqa: E402
-
-from lacy_mlx.convert import ConvertError, convert  # noqa: E402
-from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, read_lacy_section  # noqa: E402
 
 
 def _load(folder):

@@ -6,14 +6,13 @@ import json
 
 import pytest
 
+import lacy_mlx
+from lacy_mlx import defaults
+from lacy_mlx.errors import LacyError
+from gguf_models import write_gguf
+
 pytest.importorskip("gguf", reason="the tiny stand-in GGUF is written with the gguf package (dev extra)")
 pytest.importorskip("torch")
-
-import lacy_mlx  # noqa: E402
-from lacy_mlx import defaults  # noqa: E402
-from lacy_mlx.errors import LacyError  # noqa: E402
-
-from gguf_models import write_gguf  # noqa: E402
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import lacy_mlx
+from lacy_mlx.runtime import RetrievalDelegate
 from lacy_mlx.train.corpus import load_people
 
 DEMO = Path(lacy_mlx.__file__).parent / "data" / "demo-model"
@@ -38,7 +39,7 @@ def test_demo_cascade_beats_the_model_alone_on_rare_people(tmp_path):
     chosen = eval_people(DEMO, per_group=4, distractors=20, groups=("seen once",))  # their passages + distractors
     db = tmp_path / "evidence.db"
     fill_store(db, chosen.records)
-    lacy = lacy_mlx.load(str(DEMO), db=str(db), query="latent")  # the query tower, k from the model
+    lacy = lacy_mlx.load(str(DEMO), delegate=RetrievalDelegate(str(db), query="latent"))  # the query tower, k from the model
     rare = chosen.groups["seen once"]
     score = {mode: factual_precision([write_biography(lacy, p, alone=mode == "alone", max_tokens=70) for p in rare])
              for mode in ("alone", "cascade")}

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lacy_mlx.embed import HashedEmbedder, default_embedder, resolve_embedder
+from lacy_mlx.encoder import MLXEncoder, ModelNotFoundError, resolve_model
+from lacy_mlx.errors import InputError, LacyError
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lacy_mlx.embed import HashedEmbedder, default_embedder, resolve_embedder  # noqa: E402
-from lacy_mlx.encoder import MLXEncoder, ModelNotFoundError, resolve_model  # noqa: E402
-from lacy_mlx.errors import InputError, LacyError  # noqa: E402
 
 WORDS = ("the a of in is was born city river king queen paris warsaw 1867 year moon apollo mission "
          "landed capital france poland who where when what , . ?").split()

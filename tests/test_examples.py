@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_models import tiny_dir  # noqa: F401  (fixture)
 from server_fixtures import DOCS, running
 
 import lacy_mlx

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gate_cases import as_numpy, edge_rows, numpy_decide, numpy_gate
-from lacy_mlx import gate as gate_mod
-from lacy_mlx.gate import MODES, gate_params, gate_stats, gate_stats_reference
+from lacy_mlx.gate import MODES, gate_params, gate_stats_reference
+from lacy_mlx.kernels import dispatch
+from lacy_mlx.kernels.dispatch import gate_stats
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # Small integers make ties; the specials are the contract's edge cases.
@@ -82,9 +83,9 @@ def test_one_dim_logits_give_one_row():
 
 
 def test_reference_forced_by_environment(monkeypatch):
-    monkeypatch.setattr(gate_mod, "_FUSED", [])
+    monkeypatch.setattr(dispatch, "_FUSED", [])
     monkeypatch.setenv("LACY_GATE_REFERENCE", "1")
-    assert gate_mod._fused_impl() is None
+    assert dispatch._fused_impl() is None
     x = mx.array(edge_rows(np.random.default_rng(3), 3, 50))
     got = as_numpy(gate_stats(x, 4, gate_params("entropy", 1.0, 0.5)))
     want = as_numpy(gate_stats_reference(x, 4, gate_params("entropy", 1.0, 0.5)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import mlx.core as mx
 import pytest
 
-from kernel_parity import ParitySuite, gate  # noqa: F401  (gate: the class fixture)
+from kernel_parity import ParitySuite
 from lacy_mlx.kernels.dispatch import CudaGate, fused_gate_for_device
 
 HAS_CUDA = bool(getattr(mx, "cuda", None) and mx.cuda.is_available())

@@ -1,6 +1,7 @@
 """The wheel ships kernels/ and convert/ as lacy_mlx.kernels and lacy_mlx.convert, and installs cleanly."""
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -14,11 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# What a build reads; setuptools writes build/ and *.egg-info/ beside it, so it builds from a copy.
+_SOURCES = ("setup.py", "pyproject.toml", "README.md", "lacy_mlx", "kernels", "convert")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in _SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=skip)
+        else:
+            shutil.copy2(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True, timeout=600, capture_output=True)
+                    str(src)], check=True, timeout=600, capture_output=True)
     (whl,) = out.glob("lacy_mlx-*.whl")
     return whl
 
@@ -73,3 +84,12 @@ def test_editable_install_maps_kernels_and_convert():
 
     assert Path(lacy_mlx.kernels.__file__).resolve().parent == ROOT / "kernels"
     assert Path(lacy_mlx.convert.__file__).resolve().parent == ROOT / "convert"
+
+
+def test_kernels_import_from_a_source_checkout():
+    """kernels/ also imports as the checkout's top-level package, without the lacy_mlx.kernels mapping
+    (its modules import their folder relatively)."""
+    script = "import kernels.cpu_build as b, kernels.dispatch as d; print(b.KERNEL_DIR, d.__name__)"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(ROOT / "kernels"), "kernels.dispatch"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from runtime_models import tiny_dir  # noqa: F401  (fixture)
 
 from lacy_mlx.cli import main
 from lacy_mlx.embed import HashedEmbedder

@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-from runtime_models import tiny_dir  # noqa: F401  (fixture)
 
 from lacy_mlx.cli import build_parser, main
 from lacy_mlx.embed import HashedEmbedder
@@ -54,6 +53,12 @@ def test_generate_json_lines(tiny_dir, kb, capsys):
 def test_generate_reports_a_missing_model(tmp_path, capsys):
     rc = main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "hi"])
     assert rc == 1 and "cannot load the model" in capsys.readouterr().err
+
+
+def test_helper_model_with_db_is_refused_not_ignored(tiny_dir, kb, capsys):
+    rc = main(["generate", "--model", str(tiny_dir), "--helper-model", str(tiny_dir), "--db", str(kb),
+               "--prompt", "hi"])
+    assert rc == 1 and "--db would go unused" in capsys.readouterr().err
 
 
 def _chat_cmd(tiny_dir, kb):

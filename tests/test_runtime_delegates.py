@@ -7,7 +7,6 @@ import mlx_lm
 import numpy as np
 import pytest
 from mlx_lm.generate import generate_step
-from runtime_models import helper_dir, tiny, tiny_dir  # noqa: F401  (fixtures)
 
 import lacy_mlx
 from lacy_mlx.embed import HashedEmbedder
@@ -26,6 +25,7 @@ from lacy_mlx.runtime import (
     RetrievalDelegate,
     TextQuery,
     Token,
+    output_text,
 )
 from lacy_mlx.runtime.hidden import HiddenStateUnsupported, split_forward
 from lacy_mlx.store import Store
@@ -53,7 +53,7 @@ def _events(lacy, prompt=PROMPT, n=12, **kw):
 
 
 def test_retrieval_text_query_end_to_end(tiny, store):
-    lacy = lacy_mlx.load(tiny, db=store, gate=ALWAYS, k=2)
+    lacy = lacy_mlx.load(tiny, delegate=RetrievalDelegate(store, k=2), gate=ALWAYS)
     events = _events(lacy)
     calls = [e for e in events if isinstance(e, Call)]
     assert calls and all(c.delegate == "retrieval" and isinstance(c.query, str) and c.query for c in calls)
@@ -120,9 +120,12 @@ def test_latent_query_uses_the_slm_hidden_state_without_a_second_pass(tiny_dir, 
     assert out.query == "<latent>" and out.hits
 
 
-def test_latent_query_checks_the_tower(store):
+def test_latent_query_checks_the_tower(store, tiny):
+    pending = RetrievalDelegate(store, query="latent")  # no tower: load() supplies the model's
     with pytest.raises(InputError, match="query tower"):
-        RetrievalDelegate(store, query="latent")
+        pending(CallContext(0, "", "", ""))
+    with pytest.raises(InputError, match="query tower"):  # the tiny model ships none
+        lacy_mlx.load(tiny, delegate=pending)
     with pytest.raises(InputError, match="dim"):
         RetrievalDelegate(store, query="latent", tower=QueryTower(64, store.dim + 1))
 
@@ -158,7 +161,7 @@ def test_raising_delegate_never_ends_generation(tiny):
     assert events[-1].tokens == 10 and events[-1].delegate_errors == len(errors)
     # Without help the tokens are the SLM's own: the same as with the gate never firing.
     plain = lacy.generate(PROMPT, max_tokens=10, gate=GateConfig(mode="call", call_threshold=1.0))
-    assert "".join(e.text for e in events if isinstance(e, Token)) == plain.text
+    assert "".join(output_text(e) for e in events) == plain.text
 
 
 def test_callback_timeout_is_reported_and_decoding_goes_on(tiny):

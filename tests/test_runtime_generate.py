@@ -4,12 +4,12 @@ import math
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import generate_step, stream_generate
-from runtime_models import boost_call, check_context, tiny, tiny_dir, vocab_of  # noqa: F401  (fixtures)
+from runtime_models import boost_call, check_context, vocab_of
 
 import lacy_mlx
 from lacy_mlx.errors import InputError
 from lacy_mlx.runtime import Call, CallbackDelegate, DelegateError, Done, Evidence, GateConfig, Lacy, Token
-from lacy_mlx.runtime.inject import SpecialIds
+from lacy_mlx.tokens import SpecialIds
 
 PROMPT = "Marie Curie was born in"
 
@@ -27,7 +27,7 @@ def test_gate_off_equals_mlx_lm_greedy(tiny):
     model, tok = tiny
     lacy = lacy_mlx.load(tiny, gate=GateConfig(mode="off"))
     n = 40
-    tokens = [e.id for e in lacy.stream(PROMPT, max_tokens=n) if isinstance(e, Token) and e.id >= 0]
+    tokens = [e.id for e in lacy.stream(PROMPT, max_tokens=n) if isinstance(e, Token)]
     ids = tok.encode(PROMPT)
     assert tokens == _mlx_lm_greedy(model, tok, ids, n)
     text = lacy.generate(PROMPT, max_tokens=n, gate=GateConfig(mode="off")).text
@@ -38,7 +38,7 @@ def test_gate_off_equals_mlx_lm_on_chat_messages(tiny):
     model, tok = tiny
     msgs = [{"role": "user", "content": "Where was Marie Curie born?"}]
     lacy = lacy_mlx.load(tiny, gate=GateConfig(mode="off"))
-    got = [e.id for e in lacy.stream(msgs, max_tokens=25) if isinstance(e, Token) and e.id >= 0]
+    got = [e.id for e in lacy.stream(msgs, max_tokens=25) if isinstance(e, Token)]
     ids = tok.apply_chat_template(msgs, add_generation_prompt=True)
     assert got == _mlx_lm_greedy(model, tok, ids, 25)
 
@@ -48,7 +48,7 @@ def test_gate_that_never_fires_keeps_greedy_tokens(tiny):
     model, tok = tiny
     lacy = lacy_mlx.load(tiny, gate=GateConfig(mode="call", call_threshold=0.99))
     events = list(lacy.stream(PROMPT, max_tokens=30))
-    tokens = [e.id for e in events if isinstance(e, Token) and e.id >= 0]
+    tokens = [e.id for e in events if isinstance(e, Token)]
     done = events[-1]
     assert isinstance(done, Done) and done.calls == 0
     assert done.host_syncs == done.steps == len(tokens)
@@ -56,7 +56,7 @@ def test_gate_that_never_fires_keeps_greedy_tokens(tiny):
     ref = _mlx_lm_greedy(model, tok, tok.encode(PROMPT), 30)
     if not specials.intersection(ref):  # a control token mlx-lm emits is masked here
         assert tokens == ref
-    assert all(0.0 <= e.p_call <= 1.0 and e.entropy >= 0 for e in events if isinstance(e, Token) and e.id >= 0)
+    assert all(0.0 <= e.p_call <= 1.0 and e.entropy >= 0 for e in events if isinstance(e, Token))
 
 
 def test_forced_calls_through_boosted_call_logit(tiny_dir):
@@ -88,9 +88,9 @@ def test_forced_calls_through_boosted_call_logit(tiny_dir):
     assert done.calls == len(calls) and done.tokens == 12
     # The KV cache held what a from-scratch pass over the final context computes (calls at the
     # last position included, where no speculative step fed <CALL>).
-    assert check_context(model, lacy.last_context, len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
-    assert lacy.last_context.count(call_id) == len(calls)
-    assert done.call_rate == pytest.approx(len(calls) / done.steps)
+    assert check_context(model, list(done.context), len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
+    assert done.context.count(call_id) == len(calls)
+    assert done.call_rate == pytest.approx(len(calls) / done.tokens)  # calls per generated token
     assert done.host_syncs == done.steps
 
 
@@ -186,7 +186,6 @@ def test_ids_and_gate_come_from_config_or_vocab(tiny_dir, tmp_path):
 
 def test_max_sentences_stops_after_a_sentence_end(tiny):
     from lacy_mlx.runtime import Lacy
-    from lacy_mlx.runtime.inject import SpecialIds
 
     model, tok = tiny
     lacy = Lacy(model, tok, specials=SpecialIds(), gate=GateConfig(mode="off"))
@@ -206,16 +205,15 @@ def test_probe_reports_what_the_model_alone_would_write_and_changes_nothing(tiny
     lacy = lacy_mlx.load((model, tok), delegate=lambda ctx: "Warsaw is a city.",
                          gate=GateConfig(mode="call", call_threshold=0.5))
     plain = list(lacy.stream(PROMPT, max_tokens=12))
-    plain_context = list(lacy.last_context)
     probed = list(lacy.stream(PROMPT, max_tokens=12, probe=5))
     assert [e.id for e in probed if isinstance(e, Token)] == [e.id for e in plain if isinstance(e, Token)]
-    assert lacy.last_context == plain_context
-    assert check_context(model, lacy.last_context, len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
+    assert probed[-1].context == plain[-1].context
+    assert check_context(model, list(probed[-1].context), len(tok.encode(PROMPT)), vocab_of(tiny_dir)) == 12
     calls = [e for e in probed if isinstance(e, Call)]
     assert calls and all(c.alone is not None for c in calls)
     assert all(c.alone is None for c in plain if isinstance(c, Call))
     # The first call is at step 0: its probe is the start of the generation with no call allowed.
-    alone_ids = [e.id for e in lacy.stream(PROMPT, max_tokens=5, max_calls=0) if isinstance(e, Token) and e.id >= 0]
+    alone_ids = [e.id for e in lacy.stream(PROMPT, max_tokens=5, max_calls=0) if isinstance(e, Token)]
     assert calls[0].step == 0 and calls[0].alone == tok.decode(alone_ids)
     with pytest.raises(InputError, match="probe"):
         lacy.stream(PROMPT, probe=-1)

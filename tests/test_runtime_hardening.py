@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx_lm
 import pytest
 from mlx_lm.generate import generate_step
-from runtime_models import boost_call, build_model, tiny, tiny_dir, vocab_of  # noqa: F401  (fixtures)
+from runtime_models import boost_call, build_model, vocab_of
 
 import lacy_mlx
 from lacy_mlx.cli import main
@@ -27,6 +27,7 @@ from lacy_mlx.runtime import (
     Evidence,
     GateConfig,
     ModelDelegate,
+    RetrievalDelegate,
     Sampling,
     Token,
 )
@@ -81,7 +82,7 @@ def test_generation_stops_when_the_context_is_full(short_context):
         events = _run(lacy, max_tokens=200)
         done = events[-1]
         assert isinstance(done, Done) and done.finish_reason in ("length", "stop")
-        assert len(lacy.last_context) <= 48 and done.tokens < 48
+        assert len(done.context) <= 48 and done.tokens < 48
 
 
 # ---- a delegate's huge answer -----------------------------------------------------------------
@@ -245,7 +246,7 @@ def test_query_defaults_to_the_models_tower_when_it_fits(tmp_path):
     QueryTower(64, 32).save(folder, embedder="hashed-ngram-v1:32")
     assert lacy_mlx.load(str(folder), db=str(fits)).delegate.query_kind == "latent"
     assert lacy_mlx.load(str(folder), db=str(other)).delegate.query_kind == "text"
-    assert lacy_mlx.load(str(folder), db=str(fits), query="text").delegate.query_kind == "text"
+    assert lacy_mlx.load(str(folder), delegate=RetrievalDelegate(str(fits), query="text")).delegate.query_kind == "text"
     from lacy_mlx.cli import build_parser
 
     args = build_parser().parse_args(["generate", "--model", "m", "--prompt", "p"])

@@ -3,13 +3,15 @@ import mlx.core as mx
 import mlx_lm
 import numpy as np
 import pytest
-from runtime_models import boost_call, check_context, tiny, tiny_dir, vocab_of  # noqa: F401  (fixtures)
+from runtime_models import boost_call, check_context, vocab_of
 
 import lacy_mlx
 from lacy_mlx.gate import gate_params
 from lacy_mlx.runtime import Call, CallbackDelegate, Evidence, GateConfig, Lacy, Token
 from lacy_mlx.runtime.decoder import Decoder
-from lacy_mlx.runtime.inject import SpecialIds, encode_prompt, inline_evidence_ids
+from lacy_mlx.runtime.events import output_text
+from lacy_mlx.runtime.inject import encode_prompt, inline_evidence_ids
+from lacy_mlx.tokens import SpecialIds
 
 PROMPT = "Alan Turing was born in"
 
@@ -35,7 +37,7 @@ def test_inline_injection_equals_prefill_from_scratch(tiny_dir):
     dec.trim(1)  # the loop would have built one step ahead; take it back and call here
     fed.pop()
     step = dec.feed([ids.call], params)
-    evidence = inline_evidence_ids(tok, "Turing was born in London in 1912.", ids, 64)
+    evidence, _ = inline_evidence_ids(tok, "Turing was born in London in 1912.", ids, 64)
     step = dec.feed(evidence, params)
     fed += [ids.call, *evidence]
     assert dec.offset == len(fed) == dec.cache[0].offset
@@ -64,7 +66,7 @@ def test_inline_stream_continues_as_a_full_prefill_would(tiny_dir):
     events = list(lacy.stream(PROMPT, max_tokens=24))
     calls = [e for e in events if isinstance(e, Call)]
     assert calls, "the boosted <CALL> should fire at least once"
-    ctx = lacy.last_context
+    ctx = list(events[-1].context)
     assert check_context(model, ctx, len(tok.encode(PROMPT)), v) >= 10
     logits = _full_logits(model, ctx)
     # p(<CALL>) from the full pass passes the threshold exactly where the stream called.
@@ -91,15 +93,15 @@ def test_prefix_injection_puts_passages_in_the_prompt_and_regenerates(tiny):
     assert evid and all(e.injection == "prefix" and e.sources == ("kb",) for e in evid)
     assert asked and asked[0].question == PROMPT
     new_prompt = encode_prompt(tok, PROMPT, passages=passages)
-    ctx = lacy.last_context
+    ctx = list(events[-1].context)
     assert tuple(ctx[: len(new_prompt.ids)]) == new_prompt.ids
-    out_ids = [e.id for e in events if isinstance(e, Token) and e.id >= 0]
+    out_ids = [e.id for e in events if isinstance(e, Token)]
     assert ctx[len(new_prompt.ids):] == out_ids  # the stream only ever appends
-    text = "".join(e.text for e in events if isinstance(e, Token))
+    text = "".join(output_text(e) for e in events)
     assert text == tok.decode(out_ids)
     # Tokens after the last regeneration are the greedy continuation of the passages-prompt.
     last = max(i for i, e in enumerate(events) if isinstance(e, Evidence))
-    after = [e.id for e in events[last:] if isinstance(e, Token) and e.id >= 0]
+    after = [e.id for e in events[last:] if isinstance(e, Token)]
     logits = _full_logits(model, ctx)
     greedy = np.array(mx.argmax(logits, axis=-1))
     start = len(ctx) - len(after)
@@ -143,7 +145,7 @@ def test_retrieve_first_puts_passages_in_before_the_first_token(tiny):
     assert [c.reason for c in first] == ["first"] and first[0].step == -1
     assert len(asked) == 1 and asked[0].question == PROMPT and asked[0].text == ""
     prompt = encode_prompt(tok, PROMPT, passages=["Turing was born in London."])
-    assert tuple(lacy.last_context[: len(prompt.ids)]) == prompt.ids
+    assert events[-1].context[: len(prompt.ids)] == prompt.ids
     # with the gate off and no retrieval first, nothing is asked
     assert not [e for e in lacy.stream(PROMPT, max_tokens=3, retrieve_first=False) if isinstance(e, Call)]
     assert len(asked) == 1

@@ -7,8 +7,7 @@ import threading
 import time
 
 import pytest
-from runtime_models import tiny_dir  # noqa: F401  (fixture)
-from server_fixtures import blocking_delegate, calling_lacy, occupy, plain_server, running  # noqa: F401
+from server_fixtures import blocking_delegate, calling_lacy, occupy, running
 
 import lacy_mlx
 from lacy_mlx.errors import InputError

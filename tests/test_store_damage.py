@@ -12,7 +12,7 @@ from lacy_mlx.embed import HashedEmbedder
 from lacy_mlx.errors import StoreError
 from lacy_mlx.store import Store
 
-from store_checks import DIM, cli, store_path  # noqa: F401  (store_path: fixture)
+from store_checks import DIM, cli
 
 
 def _damage(path: Path, how: str) -> None:

@@ -22,7 +22,7 @@ from lacy_mlx.store import Store
 from lacy_mlx.store import schema
 from lacy_mlx.store.connection import connect, load_vec
 
-from store_checks import DIM, cli, store_path  # noqa: F401  (store_path: fixture)
+from store_checks import DIM, cli
 
 EMB = "hashed-ngram-v1:16"
 
@@ -192,14 +192,14 @@ RO_PROBE = textwrap.dedent("""
     from lacy_mlx.cli import main
     import lacy_mlx.cli.store, lacy_mlx.cli.ingest, lacy_mlx.cli.search, lacy_mlx.store.writes
     import encodings.idna, encodings.utf_8_sig, json, sqlite_vec, tqdm
-    from lacy_mlx.runtime.loading import _open_store
+    from lacy_mlx.runtime.delegates.retrieval import open_store
     os.setgid(65534); os.setuid(65534)
     os.chdir(sys.argv[1])
     for argv in (["store", "delete", "keep", "--db", "kb.db"], ["store", "vacuum", "--db", "kb.db"],
                  ["store", "mode", "exact", "--db", "kb.db"], ["ingest", sys.argv[2], "--db", "kb.db", "--quiet"],
                  ["search", "survive", "--db", "kb.db"]):
         print("rc", argv[1] if argv[0] == "store" else argv[0], main(argv), flush=True)
-    store = _open_store("kb.db", None)  # what generate/chat --db open: read-only, so it works here
+    store = open_store("kb.db")  # what generate/chat --db open: read-only, so it works here
     print("generate-store", store.read_only, store.count()["documents"])
 """)
 

@@ -164,7 +164,7 @@ def test_the_runtime_migrates_an_old_store_it_only_reads(tmp_path):
     """`generate --db` / `chat` open stores read-only; an older store is migrated once first
     (the default store of an earlier version would otherwise refuse every chat)."""
     from lacy_mlx.errors import StoreUpgradeNeeded
-    from lacy_mlx.runtime.loading import _open_store
+    from lacy_mlx.runtime.delegates.retrieval import open_store
 
     path = tmp_path / "old.db"
     with Store.open(path, embedder=HashedEmbedder(dim=64)) as s:
@@ -172,7 +172,7 @@ def test_the_runtime_migrates_an_old_store_it_only_reads(tmp_path):
         _downgrade_to_v1(s.conn)
     with pytest.raises(StoreUpgradeNeeded):
         Store.open(path, read_only=True)
-    store = _open_store(str(path), None)
+    store = open_store(str(path))
     try:
         assert store.stats()["schema_version"] == schema.LATEST
         assert _ids(store.search("zx0001", mode="keyword")) == ["d1"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lacy_mlx.query_tower import QueryTower
+from lacy_mlx.runtime import RetrievalDelegate
 from lacy_mlx.tokens import read_lacy_section
 from lacy_mlx.train.bpe import load_tokenizer
 from lacy_mlx.train.config import preset
@@ -63,8 +64,8 @@ def test_output_folder_loads_with_mlx_lm_and_lacy(tiny_run):
         def search(self, *a, **kw):
             return []
 
-    assert lacy_mlx.load(str(out), db=Shelf(), query="latent").delegate.k == 1
-    assert lacy_mlx.load(str(out), db=Shelf(), k=4).delegate.k == 4
+    assert lacy_mlx.load(str(out), delegate=RetrievalDelegate(Shelf(), query="latent")).delegate.k == 1
+    assert lacy_mlx.load(str(out), delegate=RetrievalDelegate(Shelf(), k=4)).delegate.k == 4
     assert json.loads((out / "config.json").read_text())["lacy"]["query_tower"]["embedder"] == "hashed-ngram-v1:128"
 
 

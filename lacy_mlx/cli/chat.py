@@ -23,6 +23,7 @@ from lacy_mlx.cli.runtime_options import (
 from lacy_mlx.cli import cli_words
 from lacy_mlx.cli.terminal import inert
 from lacy_mlx.errors import LacyError
+from lacy_mlx.runtime.events import output_text
 
 HELP = """commands:
   /gate MODE                 call | entropy | either | off
@@ -133,9 +134,8 @@ class ChatSession:
             for ev in self.lacy.stream(system + self.history, max_tokens=self.args.max_tokens,
                                        sampling=sampling(self.args)):
                 self.printer.event(ev)
-                if type(ev).__name__ == "Token":
-                    parts.append(ev.text)
-                elif type(ev).__name__ == "Done":
+                parts.append(output_text(ev))
+                if type(ev).__name__ == "Done":
                     done = ev
         except LacyError as exc:
             self.history.pop()

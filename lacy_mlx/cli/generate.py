@@ -17,6 +17,7 @@ from lacy_mlx.cli.runtime_options import (
 )
 from lacy_mlx.cli.terminal import inert
 from lacy_mlx.errors import InputError
+from lacy_mlx.runtime.events import output_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(event_json(ev), flush=True)
         elif args.quiet:
-            if type(ev).__name__ == "Token":
-                sys.stdout.write(inert(ev.text))
+            sys.stdout.write(inert(output_text(ev)))
         else:
             printer.event(ev)
         if type(ev).__name__ == "Done":

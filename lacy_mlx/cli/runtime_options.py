@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from lacy_mlx.cli import cli_words
 from lacy_mlx.cli.terminal import inert
+from lacy_mlx.errors import InputError
 from lacy_mlx.gate import MODES
 
 
@@ -66,13 +67,19 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 def build_lacy(args: argparse.Namespace) -> Any:
     """``lacy_mlx.load`` with the options' values as typed keyword arguments."""
     import lacy_mlx
-    from lacy_mlx.runtime import ModelDelegate
+    from lacy_mlx.runtime import ModelDelegate, RetrievalDelegate, TextQuery
 
-    delegate = None
+    if args.helper_model and args.db:  # only one delegate answers a call; a silently unused --db misleads
+        raise InputError("--helper-model answers each call itself, so --db would go unused: "
+                         "drop --db, or drop --helper-model to retrieve from the store")
     if args.helper_model:
         delegate = ModelDelegate.load(args.helper_model, max_words=args.helper_words)
-    lacy = lacy_mlx.load(args.model, db=store_for(args), delegate=delegate, injection=args.injection,
-                         query=args.query, k=args.k, anchor=True if args.anchor else None,
+    elif (db := store_for(args)) is not None:  # --anchor asks for the text query, anchored
+        query = TextQuery(anchor=True) if args.anchor and args.query != "latent" else args.query
+        delegate = RetrievalDelegate(db, query=query, k=args.k)
+    else:
+        delegate = None
+    lacy = lacy_mlx.load(args.model, delegate=delegate, injection=args.injection,
                          retrieve_first=True if args.retrieve_first else None, placement=args.placement)
     lacy.gate = lacy.gate.with_(**gate_changes(args))
     return lacy
@@ -129,11 +136,13 @@ class EventPrinter:
         return f"\x1b[{_CODES[kind]}m{text}\x1b[0m" if self.color else text
 
     def event(self, ev: Any) -> None:
-        from lacy_mlx.runtime import Call, DelegateError, Evidence, Token
+        from lacy_mlx.runtime import Call, DelegateError, Done, Evidence, Token
 
         if isinstance(ev, Token):
             text = self.paint("delegate", ev.text) if ev.source == "delegate" and ev.text else inert(ev.text)
             self.out.write(text)
+        elif isinstance(ev, Done):
+            self.out.write(inert(ev.trailing_text))
         elif isinstance(ev, Call):
             hits = f", {len(ev.hits)} hits" if ev.hits else ""
             query = f' "{_short(ev.query)}"' if ev.query and ev.query != "<latent>" else ""

@@ -8,6 +8,10 @@ import numpy as np
 
 from lacy_mlx.errors import InputError
 
+# The name prefix of the MLX document encoder (``mlx-encoder:<model>``): the encoder names itself
+# with it and the registry rebuilds it from a store's recorded name.
+MLX_ENCODER_PREFIX = "mlx-encoder"
+
 
 class Embedder(ABC):
     """Maps texts to unit-length float32 vectors.

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lacy_mlx.embed.base import Embedder
+from lacy_mlx.embed.base import MLX_ENCODER_PREFIX, Embedder
 from lacy_mlx.embed.hashed import HashedEmbedder
 from lacy_mlx.errors import LacyError
 
-# prefix -> factory(argument after the first ':' or None). Later modules (the MLX encoder)
-# register themselves here; names are "<prefix>" or "<prefix>:<argument>".
+# prefix -> factory(argument after the first ':' or None); names are "<prefix>" or "<prefix>:<argument>".
 _FACTORIES: dict[str, Callable[[str | None], Embedder]] = {}
 # Names tried in order by default_embedder(); the first that builds wins.
 _DEFAULT_ORDER: list[str] = []
@@ -23,7 +22,6 @@ def register_embedder(prefix: str, factory: Callable[[str | None], Embedder], *,
 
 def resolve_embedder(name: str) -> Embedder:
     """Build the embedder a store's ``embedder`` meta value names, e.g. ``hashed-ngram-v1:384``."""
-    _load_optional()
     prefix, _, arg = name.partition(":")
     factory = _FACTORIES.get(prefix)
     if factory is None:
@@ -34,7 +32,6 @@ def resolve_embedder(name: str) -> Embedder:
 
 def default_embedder() -> Embedder:
     """The best embedder available here: the MLX encoder when its model is installed, else hashed."""
-    _load_optional()
     for prefix in _DEFAULT_ORDER:
         try:
             return _FACTORIES[prefix](None)
@@ -43,12 +40,15 @@ def default_embedder() -> Embedder:
     return HashedEmbedder()
 
 
-def _load_optional() -> None:
-    """Import modules that register more embedders (the MLX encoder), if they exist."""
-    try:
-        import lacy_mlx.encoder  # noqa: F401  (registers "minilm"/"encoder" embedders)
-    except ImportError:
-        pass
+def _mlx_encoder(arg: str | None) -> Embedder:
+    """The MLX document encoder (all-MiniLM-L6-v2 by default). Imported here, on first use, so
+    that opening a store does not load MLX; the encoder itself knows nothing of this registry.
+    Raises ModelNotFoundError (a FileNotFoundError and LacyError) when the model is missing,
+    which default_embedder() takes as "fall back to the next embedder"."""
+    from lacy_mlx.encoder.embedder import MLXEncoder
+
+    return MLXEncoder(arg)
 
 
 register_embedder("hashed-ngram-v1", lambda arg: HashedEmbedder(dim=int(arg) if arg else 384))
+register_embedder(MLX_ENCODER_PREFIX, _mlx_encoder, default=True)

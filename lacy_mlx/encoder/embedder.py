@@ -13,13 +13,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from lacy_mlx.embed.base import Embedder
+from lacy_mlx.embed.base import MLX_ENCODER_PREFIX, Embedder
 from lacy_mlx.encoder.loader import LoadedEncoder, load_encoder, resolve_model
 from lacy_mlx.encoder.packed import PackedBatch, PackedBert, supports
 from lacy_mlx.errors import InputError
 from lacy_mlx.platform import blas_threads, keep_freed_memory, usable_cores
 
-NAME_PREFIX = "mlx-encoder"
 _CPU_BATCH_TOKENS = 512  # measured on 2 cores: 512 beat 2048 by 1.6x and batches of 32 texts by 2.5x
 _GPU_BATCH_TOKENS = 16384
 _streams = threading.local()  # MLX streams belong to the thread that made them
@@ -120,7 +119,7 @@ class MLXEncoder(Embedder):
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.max_batch_tokens = max_batch_tokens
-        self.name = f"{NAME_PREFIX}:{source.name}"
+        self.name = f"{MLX_ENCODER_PREFIX}:{source.name}"
         self.dim = self.loaded.dim
         self._packed: PackedBert | None = None  # CPU twin, built on first use
         self._packable = supports(self.loaded.model)  # dense weights: PackedBert can run it

@@ -5,7 +5,8 @@ Layout: ``policy`` (gate settings, call budget), ``decoder`` (KV cache and lazy 
 ``inject`` (inline / prefix injection, prompt encoding), ``output`` (detokenised output and
 sentences), ``prompt_cache`` (a KV cache reused across calls), ``cascade`` (the decode loop),
 ``events`` (what it yields), ``stream`` (the stoppable ``Stream``), ``kinds`` (the ``Literal``
-types), ``lacy`` (``Lacy``, ``load``).
+types), ``lacy`` (``Lacy``), ``loading`` (``load``). The special tokens and the evidence format
+it shares with training are :mod:`lacy_mlx.tokens`; the sentence rule, :mod:`lacy_mlx.sentences`.
 """
 from lacy_mlx.runtime.delegates import (
     CallbackDelegate,
@@ -17,7 +18,17 @@ from lacy_mlx.runtime.delegates import (
     RetrievalDelegate,
     TextQuery,
 )
-from lacy_mlx.runtime.events import Call, DelegateError, Done, Event, Evidence, GenerationResult, Token
+from lacy_mlx.runtime.events import (
+    Call,
+    DelegateError,
+    Done,
+    Event,
+    Evidence,
+    GenerationResult,
+    Token,
+    call_rate,
+    output_text,
+)
 from lacy_mlx.runtime.lacy import Lacy, Sampling
 from lacy_mlx.runtime.loading import load
 from lacy_mlx.runtime.policy import CallBudget, GateConfig
@@ -44,5 +55,7 @@ __all__ = [
     "Stream",
     "TextQuery",
     "Token",
+    "call_rate",
     "load",
+    "output_text",
 ]

@@ -19,7 +19,8 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from mlx_lm.sample_utils import greedy_sampler
 
 from lacy_mlx.errors import LacyError
-from lacy_mlx.gate import GateStats, gate_stats
+from lacy_mlx.gate import GateStats
+from lacy_mlx.kernels.dispatch import gate_stats
 from lacy_mlx.runtime.hidden import plain_forward, split_forward
 from lacy_mlx.runtime.quantized import accelerate
 

@@ -1,16 +1,17 @@
 """The events :meth:`lacy_mlx.Lacy.stream` yields, and what :meth:`lacy_mlx.Lacy.generate` returns.
 
-One generation yields, in order: ``Token`` events (the output text is the concatenation of their
-``text``), and for each call a ``Call`` event followed by either an ``Evidence`` event (the
-delegate helped) or a ``DelegateError`` event (it raised, timed out or found nothing; decoding goes
-on without help); finally one ``Done`` event with the statistics.
+One generation yields, in order: ``Token`` events, and for each call a ``Call`` event followed by
+either an ``Evidence`` event (the delegate helped) or a ``DelegateError`` event (it raised, timed
+out or found nothing; decoding goes on without help); finally one ``Done`` event with the
+statistics. The output text is the ``Token`` texts followed by ``Done.trailing_text`` (what the
+detokenizer held back until the end): :func:`output_text` of each event, concatenated.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lacy_mlx.runtime.kinds import CallReason, FinishReason, HelpKind, Injection, TokenSource
+from lacy_mlx.runtime.kinds import CallReason, FinishReason, HelpKind, InjectionUsed, TokenSource
 
 if TYPE_CHECKING:
     from lacy_mlx.store.records import SearchHit
@@ -26,8 +27,6 @@ class Token:
     gate's statistics at this step (None when the gate is off or for delegate tokens).
     ``logprob`` / ``top_logprobs`` (``stream(..., logprobs=k)`` only, SLM tokens only): the
     token's log-probability and the ``k`` most likely (id, log-probability) pairs, best first.
-    The last event of a generation may carry ``id == -1``: text the detokenizer held back
-    (an incomplete character, a trailing space), no new token.
     """
 
     text: str
@@ -82,7 +81,7 @@ class Evidence:
     step: int
     text: str
     kind: HelpKind
-    injection: Injection | str  # "inline" | "prefix" | "append"
+    injection: InjectionUsed
     sources: tuple[str, ...] = ()
     tokens: int = 0
 
@@ -105,11 +104,15 @@ class Done:
     ``cancelled`` (:meth:`lacy_mlx.runtime.stream.Stream.cancel`). ``cached_tokens``: prompt
     tokens taken from the kept KV cache instead of being prefilled (``reuse_prompt_cache``).
     ``tokens`` counts output tokens (model and delegate); ``steps`` counts SLM decode steps;
-    ``call_rate`` = calls / steps. Times are seconds of host wall time: ``gate_s`` is the host
-    work of the gate policy (thresholds, budget, decision handling; the gate math itself runs
+    ``call_rate`` = calls / tokens (:func:`call_rate`; 0 when no token was generated). Times are
+    seconds of host wall time: ``gate_s`` is the host work of the gate policy (thresholds, budget, decision handling; the gate math itself runs
     fused into the device step), ``retrieval_s`` the retrieval delegates, ``delegate_s`` all
     delegates (retrieval included), ``inject_s`` feeding evidence into the SLM.
     ``host_syncs`` counts device-to-host synchronisations in the decode loop (one per step).
+    ``trailing_text``: output text the streaming detokenizer held back until the end (the last
+    word, an incomplete character); it follows the last ``Token``'s text.
+    ``context``: the token ids the SLM's KV cache ended with (prompt, output, <CALL> and evidence
+    blocks), in order.
     """
 
     finish_reason: FinishReason
@@ -128,9 +131,31 @@ class Done:
     host_syncs: int
     delegate_errors: int = 0
     cached_tokens: int = 0
+    trailing_text: str = ""
+    context: tuple[int, ...] = ()
 
 
 Event = Token | Call | Evidence | DelegateError | Done
+
+
+def output_text(ev: Event) -> str:
+    """The output text ``ev`` adds: a ``Token``'s text, the ``Done``'s trailing text, else ""."""
+    if isinstance(ev, Token):
+        return ev.text
+    if isinstance(ev, Done):
+        return ev.trailing_text
+    return ""
+
+
+def call_rate(calls: int, tokens: int) -> float | None:
+    """Calls per generated token: the one meaning of "call rate" (``Done.call_rate``, the QA
+    report, the evaluation metrics, training's logs, where a token is a position and a call a
+    <CALL> target). None when no token was generated.
+
+    The gate's ``budget`` is another number: the share of decode steps that call. A step that
+    calls writes no token of its own, so the call rate of a budget ``b`` is about ``b / (1 - b)``.
+    """
+    return calls / tokens if tokens > 0 else None
 
 
 @dataclass

@@ -34,8 +34,10 @@ def _tied(model: nn.Module) -> bool:
     return bool(tied)
 
 
-def _head(model: nn.Module) -> Callable[[mx.array], mx.array]:
-    """The projection from hidden states to logits, per mlx-lm's family conventions."""
+def output_head(model: nn.Module) -> Callable[[mx.array], mx.array]:
+    """The projection from final (normed) hidden states to logits, per mlx-lm's family conventions:
+    ``lm_head`` when the model has an untied one, else the token embedding's ``as_linear``.
+    The one definition: the runtime's hidden-state path and training's loss both use it."""
     inner = getattr(model, "model", None)
     if inner is None:
         raise HiddenStateUnsupported(f"{type(model).__module__} has no `.model`: hidden states are not reachable")
@@ -53,7 +55,7 @@ def split_forward(model: nn.Module) -> Forward:
 
     Raises :class:`HiddenStateUnsupported` when the split does not reproduce ``model(x)``.
     """
-    head = _head(model)
+    head = output_head(model)
     if not _split_reproduces(model, head):
         raise HiddenStateUnsupported(
             f"model type {type(model).__module__.rsplit('.', 1)[-1]} transforms its logits beyond "

@@ -10,52 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lacy_mlx.errors import InputError
-from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, read_lacy_section
+from lacy_mlx.runtime.kinds import Injection, ResolvedInjection
+from lacy_mlx.tokens import SpecialIds
 
-INJECTIONS = ("auto", "inline", "prefix")
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """The model's lacy token ids (None where the model lacks the token)."""
-
-    call: int | None = None
-    evidence_start: int | None = None
-    evidence_end: int | None = None
-
-    @property
-    def inline_capable(self) -> bool:
-        return None not in (self.call, self.evidence_start, self.evidence_end)
-
-    @property
-    def all(self) -> tuple[int, ...]:
-        return tuple(i for i in (self.call, self.evidence_start, self.evidence_end) if i is not None)
+INJECTIONS: tuple[str, ...] = get_args(Injection)  # ("auto", "inline", "prefix")
 
 
-def special_ids(tokenizer: Any, model_dir: str | Path | None = None) -> SpecialIds:
-    """Ids from config.json's ``lacy`` section when ``model_dir`` has one, else the tokenizer vocabulary."""
-    section = read_lacy_section(model_dir) if model_dir is not None else None
-    vocab: dict[str, int] = {}
-    try:
-        vocab = dict(tokenizer.get_vocab())
-    except (AttributeError, TypeError):
-        pass
-
-    def pick(from_section: int | None, token: str) -> int | None:
-        return from_section if from_section is not None else vocab.get(token)
-
-    return SpecialIds(
-        call=pick(section.call_token_id if section else None, CALL_TOKEN),
-        evidence_start=pick(section.evidence_start_id if section else None, EVIDENCE_START),
-        evidence_end=pick(section.evidence_end_id if section else None, EVIDENCE_END),
-    )
-
-
-def resolve_injection(mode: str, ids: SpecialIds) -> str:
+def resolve_injection(mode: Injection, ids: SpecialIds) -> ResolvedInjection:
     """``inline`` or ``prefix`` for ``mode``; raises InputError when inline is impossible."""
     if mode not in INJECTIONS:
         raise InputError(f"injection must be one of {INJECTIONS}, got {mode!r}")
@@ -66,7 +30,7 @@ def resolve_injection(mode: str, ids: SpecialIds) -> str:
             "inline injection needs <CALL>, <EVIDENCE> and </EVIDENCE> in the model's vocabulary: "
             "add them with lacy-mlx's token surgery and fine-tune, or use injection='prefix'"
         )
-    return mode
+    return mode  # type: ignore[return-value]  # "auto" was decided above
 
 
 # No tokenizer spells more characters per token than this in practice; text past
@@ -91,10 +55,10 @@ def bounded_ids(tokenizer: Any, text: str, max_tokens: int) -> tuple[list[int], 
     return ids, tokenizer.decode(ids)
 
 
-def inline_evidence_ids(tokenizer: Any, text: str, ids: SpecialIds, max_tokens: int) -> list[int]:
-    """``<EVIDENCE> text </EVIDENCE>`` as ids, the text cut to ``max_tokens`` tokens."""
-    body, _ = bounded_ids(tokenizer, text, max_tokens)
-    return [ids.evidence_start, *body, ids.evidence_end]  # type: ignore[list-item]
+def inline_evidence_ids(tokenizer: Any, text: str, ids: SpecialIds, max_tokens: int) -> tuple[list[int], str]:
+    """``<EVIDENCE> text </EVIDENCE>`` as ids, the text cut to ``max_tokens`` tokens, and the text kept."""
+    body, kept = bounded_ids(tokenizer, text, max_tokens)
+    return ids.evidence_block(body), kept
 
 
 def bounded_passages(tokenizer: Any, passages: Sequence[str], max_tokens: int) -> tuple[str, ...]:

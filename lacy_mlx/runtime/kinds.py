@@ -9,6 +9,19 @@ GateMode = Literal["off", "call", "entropy", "either"]
 Injection = Literal["auto", "inline", "prefix"]
 """How help enters the SLM's context (:mod:`lacy_mlx.runtime.inject`)."""
 
+ResolvedInjection = Literal["inline", "prefix"]
+""":data:`Injection` once ``auto`` is decided for a model (``Lacy.injection``)."""
+
+InjectionUsed = Literal["inline", "prefix", "append"]
+"""How one delegate answer entered (``Evidence.injection``): ``append`` for continuation text."""
+
+DelegateKind = Literal["retrieval", "model", "callback"]
+"""Which timer a delegate's time counts towards (``Done.retrieval_s`` is the retrieval kind's)."""
+
+RetrievalMode = Literal["vector", "keyword", "hybrid"]
+"""Which rankings a retrieval delegate's search uses (``Store.search(mode=...)``; the store's
+``RETRIEVAL_MODES``)."""
+
 QueryKind = Literal["text", "latent"]
 """What a retrieval delegate searches with: the masked current sentence, or the query tower's vector."""
 

@@ -31,16 +31,15 @@ from lacy_mlx.runtime.events import (
     GenerationResult,
     Token,
 )
-from lacy_mlx.runtime.inject import Messages, Placement, SpecialIds, resolve_injection
+from lacy_mlx.runtime.inject import Messages, Placement, resolve_injection
 from lacy_mlx.runtime.kinds import Injection
 from lacy_mlx.runtime.policy import GateConfig
 from lacy_mlx.runtime.prompt_cache import PromptCache
 from lacy_mlx.runtime.stream import Stream
+from lacy_mlx.tokens import SpecialIds
 
 if TYPE_CHECKING:
     from mlx_lm.tokenizer_utils import TokenizerWrapper
-
-    from lacy_mlx.store import Store
 
 Sampler = Callable[[mx.array], mx.array]
 """An mlx-lm sampler: log-probabilities ``(1, V)`` -> token ids ``(1,)``."""
@@ -97,8 +96,8 @@ class Lacy:
     """An mlx-lm model with the gate, a delegate and an injection mode.
 
     Build it with :func:`load`. ``gate``, ``injection`` and ``delegate`` are attributes: change
-    them between generations (the chat CLI's slash commands do). ``last_context`` holds, after a
-    generation, the token ids the SLM's KV cache ended with (prompt, output, calls, evidence).
+    them between generations (the chat CLI's slash commands do). A generation's ``Done.context``
+    holds the token ids the SLM's KV cache ended with (prompt, output, calls, evidence).
 
     ``reuse_prompt_cache``: keep the SLM's KV cache after a generation and prefill only what the
     next prompt does not share with it (a conversation's turns; ``Done.cached_tokens``). Off by
@@ -119,7 +118,6 @@ class Lacy:
         delegate: Delegate | Callable[[CallContext], object] | None = None,
         gate: GateConfig,
         injection: Injection = "auto",
-        store: Store | None = None,
         max_evidence_tokens: int = 256,
         name: str = "model",
         retrieve_first: bool = False,
@@ -129,7 +127,6 @@ class Lacy:
         self.model = model
         self.tokenizer = tokenizer
         self.specials = specials
-        self.store = store
         self.delegate: Delegate | None = _as_delegate(delegate)
         self.gate = gate
         self.injection = resolve_injection(injection, specials)
@@ -138,7 +135,6 @@ class Lacy:
         self.retrieve_first = retrieve_first
         self.placement = placement
         self.max_context = context_length(model)  # None: the model states no limit
-        self.last_context: list[int] = []
         self.reuse_prompt_cache = reuse_prompt_cache
         self._prompt_cache: PromptCache | None = None
         self._busy = threading.Lock()
@@ -163,7 +159,8 @@ class Lacy:
         """Generate from ``prompt`` (a string, or chat messages rendered by the tokenizer's chat
         template); returns a :class:`~lacy_mlx.runtime.stream.Stream` of events
         (:mod:`lacy_mlx.runtime.events`): ``Token``, ``Call``, ``Evidence``, ``DelegateError``,
-        and a final ``Done``.
+        and a final ``Done``. The output text is the ``Token`` texts, then ``Done.trailing_text``
+        (:func:`~lacy_mlx.runtime.events.output_text` of each event).
 
         Arguments are checked and the prompt encoded now (bad input raises
         :class:`~lacy_mlx.errors.InputError` here); decoding starts at the first ``next()``.
@@ -225,7 +222,8 @@ class Lacy:
         probe: int = 0,
         **gate_changes: GateChange,
     ) -> GenerationResult:
-        """Run :meth:`stream` to the end; the text, the stats and every call (same arguments)."""
+        """Run :meth:`stream` to the end; the text (trailing text included), the stats (``stats.context``:
+        the final context) and every call (same arguments)."""
         parts: list[str] = []
         calls: list[Call] = []
         evidence: list[Evidence] = []
@@ -245,7 +243,7 @@ class Lacy:
             elif isinstance(ev, Done):
                 done = ev
         assert done is not None  # the stream always ends with Done
-        return GenerationResult("".join(parts), done, calls, evidence, errors)
+        return GenerationResult("".join(parts) + done.trailing_text, done, calls, evidence, errors)
 
     def clear_prompt_cache(self) -> None:
         """Forget the kept KV cache (``reuse_prompt_cache``); the next prompt is prefilled whole."""

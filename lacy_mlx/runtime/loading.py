@@ -1,24 +1,24 @@
-"""``lacy_mlx.load``: a model (a folder, a repo id, a loaded pair, or the embedded default), its
-store and delegate, wired into a :class:`~lacy_mlx.runtime.lacy.Lacy`."""
+"""``lacy_mlx.load``: a model (a folder, a repo id, a loaded pair, or the embedded default) and
+its delegate (retrieval from a store by default, with the model's own settings), wired into a
+:class:`~lacy_mlx.runtime.lacy.Lacy`."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lacy_mlx.errors import InputError, LacyError, StoreUpgradeNeeded
+from lacy_mlx.errors import InputError, LacyError
 from lacy_mlx.runtime.delegates import RetrievalDelegate
 from lacy_mlx.runtime.delegates.base import CallContext, Delegate
-from lacy_mlx.runtime.delegates.retrieval import TextQuery
-from lacy_mlx.runtime.inject import Placement, SpecialIds, special_ids
-from lacy_mlx.runtime.kinds import Injection, QueryKind
+from lacy_mlx.runtime.delegates.retrieval import TextQuery, open_store
+from lacy_mlx.runtime.inject import Placement
+from lacy_mlx.runtime.kinds import Injection
 from lacy_mlx.runtime.lacy import Lacy
 from lacy_mlx.runtime.policy import GateConfig
-from lacy_mlx.tokens import LacySection
+from lacy_mlx.tokens import LacySection, special_ids
 
 if TYPE_CHECKING:
     from lacy_mlx.embed import Embedder
-    from lacy_mlx.query_tower import QueryTower
     from lacy_mlx.store import Store
 
 
@@ -30,11 +30,7 @@ def load(
     delegate: Delegate | Callable[[CallContext], object] | None = None,
     gate: GateConfig | None = None,
     injection: Injection = "auto",
-    query: QueryKind | None = None,
-    k: int | None = None,
-    tower: QueryTower | None = None,
     max_evidence_tokens: int = 256,
-    anchor: bool | None = None,
     retrieve_first: bool | None = None,
     placement: Placement = "system",
 ) -> Lacy:
@@ -44,59 +40,62 @@ def load(
       ``(model, tokenizer)`` pair already loaded; None: the embedded default chat model
       (SmolLM2-135M-Instruct, :mod:`lacy_mlx.defaults`). The <CALL>/evidence ids come from
       config.json's ``lacy`` section, else from the tokenizer's vocabulary.
-    - ``db``: a knowledge store path (opened with ``Store.open``, ``embedder`` if given) or a
-      :class:`~lacy_mlx.store.Store`; with no ``delegate``, it makes a retrieval delegate with the
-      ``query`` builder (``text`` or ``latent``: the query tower saved beside the model, or ``tower``)
-      and ``k`` hits (default: the model's ``lacy.retrieval.k``, else 3). ``query=None`` takes the
-      model's own default: ``lacy.retrieval.query`` if set, else ``latent`` when it ships a query
-      tower whose vectors fit the store, else ``text``.
-    - ``delegate``: any delegate (:mod:`lacy_mlx.runtime.delegates`) or a plain function (wrapped
-      in a :class:`~lacy_mlx.runtime.delegates.CallbackDelegate`).
+    - ``delegate``: what answers a call: a delegate (:mod:`lacy_mlx.runtime.delegates`) or a plain
+      function (wrapped in a :class:`~lacy_mlx.runtime.delegates.CallbackDelegate`). Retrieval is
+      ``RetrievalDelegate(store, query=..., k=...)``; the options it leaves None are the model's
+      own (see below).
+    - ``db``: the short form of ``delegate=RetrievalDelegate(db)``: a knowledge store path (opened
+      read-only, with ``embedder`` if given) or a :class:`~lacy_mlx.store.Store`. Not with ``delegate``.
+      The model's own retrieval settings: ``k`` from ``lacy.retrieval.k`` (else 3); the query from
+      ``lacy.retrieval.query`` if set, else ``latent`` when the model ships a query tower whose
+      vectors fit the store, else ``text`` (starting with the question's last sentence when
+      ``lacy.retrieval.anchor`` is set, else only when the masked sentence is too short).
     - ``gate``: defaults to the ``lacy.gate`` section of config.json, else mode ``call`` for a
       model with <CALL> and ``entropy`` for one without.
     - ``injection``: ``auto`` | ``inline`` | ``prefix`` (see :mod:`lacy_mlx.runtime.inject`).
-    - ``anchor``: text queries always start with the question's last sentence (default: the
-      model's ``lacy.retrieval.anchor``, else only when the masked sentence is too short).
     - ``retrieve_first``: retrieve with the question before the first token (default: the
       model's ``lacy.retrieval.first``, else False).
     - ``placement``: where prefix injection puts passages in chat prompts: under a one-line
       instruction in the system turn (default, measured best on SmolLM2) or before the user's text.
     """
+    if db is not None and delegate is not None:
+        raise InputError("give db= (retrieval from that store) or delegate=, not both: "
+                         "delegate=RetrievalDelegate(store, ...) configures retrieval")
     default_name = None
     if model is None:
         from lacy_mlx.defaults import NAME, default_model_dir
 
         model, default_name = default_model_dir(), NAME
     model_obj, tokenizer, model_dir, section = _load_model(model)
-    specials = special_ids(tokenizer, None)
-    if section is not None:
-        specials = SpecialIds(
-            section.call_token_id if section.call_token_id is not None else specials.call,
-            section.evidence_start_id if section.evidence_start_id is not None else specials.evidence_start,
-            section.evidence_end_id if section.evidence_end_id is not None else specials.evidence_end,
-        )
+    specials = special_ids(tokenizer, section)
     if gate is None:
         mode = "call" if specials.call is not None else "entropy"
         gate = GateConfig.from_section(section.gate if section else {}, mode=mode)
-    store = _open_store(db, embedder)
+    if db is not None:
+        delegate = RetrievalDelegate(db if hasattr(db, "search") else open_store(db, embedder))
+    if isinstance(delegate, RetrievalDelegate):
+        delegate = _with_model_defaults(delegate, section, model_dir)
     retrieval = section.retrieval if section else {}
-    if delegate is None and store is not None:
-        if query is None:
-            query, tower = _default_query(section, model_dir, tower, store)
-        if query == "latent" and tower is None:
-            tower = _load_tower(model_dir)
-        if k is None:
-            k = int(retrieval.get("k", 3))
-        if anchor is None:
-            anchor = bool(retrieval.get("anchor", False))
-        builder = TextQuery(anchor=anchor) if query == "text" else query
-        delegate = RetrievalDelegate(store, query=builder, tower=tower, k=k)
     if retrieve_first is None:
         retrieve_first = bool(retrieval.get("first", False))
     name = default_name or (Path(str(model)).name if not isinstance(model, tuple) else "model")
     return Lacy(model_obj, tokenizer, specials=specials, delegate=delegate, gate=gate, injection=injection,
-                store=store, max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
+                max_evidence_tokens=max_evidence_tokens, name=name, retrieve_first=retrieve_first,
                 placement=placement)
+
+
+def _with_model_defaults(delegate: RetrievalDelegate, section: LacySection | None,
+                         model_dir: Path | None) -> RetrievalDelegate:
+    """``delegate`` with the options it leaves to the model set from the model's config and folder."""
+    retrieval = section.retrieval if section else {}
+    query, tower = delegate.chosen["query"], delegate.chosen["tower"]
+    if query is None:
+        query, tower = _default_query(section, model_dir, tower, delegate.store)
+        if query == "text":
+            query = TextQuery(anchor=bool(retrieval.get("anchor", False)))
+    if query == "latent" and tower is None:
+        tower = _load_tower(model_dir)
+    return delegate.with_defaults(query=query, tower=tower, k=int(retrieval.get("k", 3)))
 
 
 def _load_model(model: Any) -> tuple[Any, Any, Path | None, LacySection | None]:
@@ -125,20 +124,6 @@ def _cached_repo(repo: str) -> Path | None:
         return hf_repo_to_path(repo)
     except Exception:  # not in the local Hugging Face cache: no folder to read extras from
         return None
-
-
-def _open_store(db: Any, embedder: Any) -> Any:
-    if db is None:
-        return None
-    if hasattr(db, "search"):
-        return db
-    from lacy_mlx.store import Store
-
-    try:
-        return Store.open(db, embedder=embedder, create=False, read_only=True)  # generation only reads it
-    except StoreUpgradeNeeded:  # an older store: one writable open migrates it (fails clearly if read-only)
-        Store.open(db, embedder=embedder, create=False).close()
-        return Store.open(db, embedder=embedder, create=False, read_only=True)
 
 
 def _default_query(section: LacySection | None, model_dir: Path | None, tower: Any, store: Any) -> tuple[str, Any]:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lacy_mlx.runtime.events import Token
-
-_BOUNDARY_CHARS = frozenset(".!?\n")
+from lacy_mlx.sentences import ends_sentence
 
 
 @dataclass
@@ -60,16 +59,14 @@ class OutputText:
             self.sentence = []
         return events, ended
 
-    def flush(self) -> list[Token]:
-        """Commit what is held and the detokenizer's tail; call once at the end."""
+    def flush(self) -> tuple[list[Token], str]:
+        """Commit what is held; (its events, the text the detokenizer held back). Call once at the end."""
         events = self._commit(self.held)
         self.held = []
         self.detok.finalize()
         tail = self.detok.last_segment
-        if tail:
-            self.text += tail
-            events.append(Token(tail, -1, -1, "model"))  # no new token: the detokenizer's held-back text
-        return events
+        self.text += tail
+        return events, tail
 
     def drop_held(self) -> int:
         """Forget the held tokens (their sentence is generated again); how many were dropped."""
@@ -99,7 +96,7 @@ class OutputText:
     def _is_boundary(self, token: int) -> bool:
         b = self._boundary.get(token)
         if b is None:
-            b = self._boundary[token] = bool(_BOUNDARY_CHARS.intersection(self.piece(token)))
+            b = self._boundary[token] = ends_sentence(self.piece(token))
         return b
 
     def _commit(self, items: list[_Pending]) -> list[Token]:

@@ -1,6 +1,6 @@
 """When the runtime asks for help: gate settings, the running-quantile call budget, and per-step policy.
 
-The gate itself (:func:`lacy_mlx.gate.gate_stats`) runs lazily on the device inside each decode
+The gate itself (:func:`lacy_mlx.kernels.dispatch.gate_stats`) runs lazily on the device inside each decode
 step. This module holds the host side: which thresholds the next step uses (a call budget moves
 them), and when calls are suppressed (cool-down after a call, a call cap, a sentence regenerated
 after prefix injection). It hands the step a ``params`` array and never reads device values

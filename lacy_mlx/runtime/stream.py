@@ -22,11 +22,9 @@ if TYPE_CHECKING:
 
 
 class _Owner(Protocol):
-    """What a stream needs of the :class:`~lacy_mlx.Lacy` that started it (one generation at a
-    time, and the context it ended with)."""
+    """What a stream needs of the :class:`~lacy_mlx.Lacy` that started it: one generation at a time."""
 
     _busy: threading.Lock
-    last_context: list[int]
 
 
 class Stream(Iterator[Event]):
@@ -84,5 +82,4 @@ def _generate(owner: _Owner, run: Cascade) -> Iterator[Event]:
     finally:
         if not isinstance(last, Done) and run.reuse is not None:
             run.reuse.clear()  # stopped mid-way: what the cache holds is not known
-        owner.last_context = run.context
         owner._busy.release()

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ class LacyServer:
 
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            store = self.lacy.store
+            store = self._store()
             if store is not None:
                 self._embedder = store.embedder
             else:
@@ -120,8 +121,12 @@ class LacyServer:
     def _embedder_name(self) -> str | None:
         if self._embedder is not None:
             return self._embedder.name
-        store = self.lacy.store
+        store = self._store()
         return store.embedder_name if store is not None else None
+
+    def _store(self) -> Any:
+        """The store the model retrieves from (its retrieval delegate's), or None."""
+        return getattr(self.lacy.delegate, "store", None)
 
 
 def serve(lacy: Lacy, config: ServerConfig | None = None, *, embedder: Embedder | None = None,

@@ -54,7 +54,11 @@ class Collector:
                     rec.error = ev
         elif isinstance(ev, Done):
             t.done = ev
-            tail = "" if self.stop.stopped else self.stop.flush()
+            tail = "" if self.stop.stopped else self.stop.feed(ev.trailing_text)
+            if self.stop.stopped:
+                self.on_stop()
+            else:
+                tail += self.stop.flush()
             t.text += tail
             t.finish = "length" if ev.finish_reason == "length" and not self.stop.stopped else "stop"
             return tail

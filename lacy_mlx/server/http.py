@@ -15,9 +15,9 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 from lacy_mlx.errors import InputError
@@ -27,7 +27,11 @@ from lacy_mlx.server.responses import Ids, chunk, completion, model_card, models
 from lacy_mlx.server.worker import Finished, Job, QueueFull, Started, WorkerClosed, generation_work
 
 if TYPE_CHECKING:
-    from lacy_mlx.server.app import LacyServer
+    import numpy as np
+
+    from lacy_mlx.runtime.lacy import Lacy
+    from lacy_mlx.server.config import ServerConfig
+    from lacy_mlx.server.worker import ModelWorker
 
 _ROUTES = {
     "/health": "GET", "/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/completions": "POST",
@@ -39,10 +43,29 @@ class _ClientGone(Exception):
     """The client closed its connection."""
 
 
+class App(Protocol):
+    """What the handler asks of the server object (:class:`lacy_mlx.server.app.LacyServer`)."""
+
+    lacy: Lacy
+    config: ServerConfig
+    model_id: str
+    verbose: bool
+    created: int
+    worker: ModelWorker
+
+    def model_ids(self) -> list[str]: ...
+
+    def gate_json(self) -> JSON: ...
+
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]: ...
+
+    def embeddings_body(self, result: tuple[np.ndarray, int], encoding: str) -> JSON: ...
+
+
 class HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    app: LacyServer
+    app: App
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lacy_mlx.runtime.events import Call, DelegateError, Done, Evidence
+from lacy_mlx.sentences import sentence_end
 from lacy_mlx.store.records import SearchHit
 
 JSON = dict[str, object]
@@ -75,7 +76,7 @@ class Transcript:
             if rec.evidence is None or rec.evidence.kind != "evidence":
                 continue
             start = min(rec.offset, len(self.text))
-            end = _sentence_end(self.text, start)
+            end = sentence_end(self.text, start)
             for h in rec.call.hits:
                 out.append({"type": "url_citation", "url_citation": {
                     "url": hit_url(h), "title": h.title or h.external_id or f"chunk {h.chunk_id}",
@@ -97,11 +98,6 @@ class Transcript:
         completion = d.tokens if d else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                 "prompt_tokens_details": {"cached_tokens": d.cached_tokens if d else 0}}
-
-
-def _sentence_end(text: str, start: int) -> int:
-    ends = [i + 1 for i in (text.find(ch, start) for ch in ".!?\n") if i >= 0]
-    return min(ends) if ends else len(text)
 
 
 class Ids:

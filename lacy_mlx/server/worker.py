@@ -157,7 +157,7 @@ def generation_work(lacy: Lacy, req: GenerationRequest) -> Callable[[Job], None]
         piece = lacy.tokenizer.decode
         with stream:
             for ev in stream:
-                if req.logprobs is not None and isinstance(ev, Token) and ev.id >= 0:
+                if req.logprobs is not None and isinstance(ev, Token):
                     job.post(Scored(ev, _entry(piece, ev)))
                 else:
                     job.post(ev)

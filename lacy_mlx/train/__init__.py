@@ -10,8 +10,7 @@ and batches), ``objectives`` (LaCy and the baselines), ``latent`` (query-tower r
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from lacy_mlx.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "lacy_mlx.train.config",
@@ -27,17 +26,9 @@ _EXPORTS = {
     "make_people": "lacy_mlx.train.corpus",
     "evidence_records": "lacy_mlx.train.corpus",
     "parse_claims": "lacy_mlx.train.corpus",
-    "format_evidence": "lacy_mlx.train.copying",
+    "format_evidence": "lacy_mlx.tokens",
     "make_tagger": "lacy_mlx.train.labels",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lacy_mlx.train' has no attribute {name!r}")
-    return getattr(import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lacy_mlx.runtime.delegates.base import CallContext, Help
-from lacy_mlx.runtime.events import Call, Token
+from lacy_mlx.runtime.events import Call, Done, Token
 from lacy_mlx.tokens import END_OF_TEXT
 from lacy_mlx.train.corpus import BIO_TEMPLATES, RELATIONS, Person, evidence_passage
 
@@ -65,6 +65,8 @@ def _sentence(lacy: Any, prompt: str, **gate: Any) -> tuple[str, float, int]:
             p_call = ev.p_call if p_call is None else p_call
         elif isinstance(ev, Call):
             calls += 1
+        elif isinstance(ev, Done):
+            text += ev.trailing_text
     return text.split(".")[0].strip(), float(p_call or 0.0), calls
 
 

@@ -2,7 +2,7 @@
 
 The runtime's inline injection appends ``<EVIDENCE>`` + retrieved passages + ``</EVIDENCE>`` after a
 ``<CALL>`` and lets the model continue; these documents teach the model to copy the value from
-there. The block holds the right passage among distractors (another fact of the same person and the
+there. Both sides format the block with :mod:`lacy_mlx.tokens`. The block holds the right passage among distractors (another fact of the same person and the
 same relation of another person), in random order, so copying is not a fixed pattern. Block sizes
 are drawn from ``k_min..k``: one-passage blocks teach the copy itself, larger ones teach the choice
 (a tiny model trained on 3-passage blocks only never learned to copy at all).
@@ -15,15 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lacy_mlx.tokens import format_evidence
 from lacy_mlx.train.corpus import RELATIONS, Biography, Person
-
-# How passages are joined inside one evidence block (the runtime must join them the same way).
-EVIDENCE_SEPARATOR = "\n"
-
-
-def format_evidence(passages: list[str]) -> str:
-    """The text between ``<EVIDENCE>`` and ``</EVIDENCE>`` for ``passages`` (best first)."""
-    return EVIDENCE_SEPARATOR.join(p.strip() for p in passages)
 
 
 @dataclass

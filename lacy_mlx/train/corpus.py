@@ -53,10 +53,6 @@ class Person:
     mentions: int
     facts: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def first_name(self) -> str:
-        return self.name.split()[0]
-
 
 @dataclass
 class ValueSpan:

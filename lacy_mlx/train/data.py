@@ -24,6 +24,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lacy_mlx.errors import InputError
+from lacy_mlx.tokens import END_OF_TEXT, special_ids
 from lacy_mlx.train.copying import Insert, choose_inserts
 from lacy_mlx.train.corpus import Biography, Person, evidence_records, render_biography
 from lacy_mlx.train.labels import Tagger, align_spans
@@ -72,9 +73,9 @@ def encode_documents(docs: list[Document], tok: Tokenizer, tagger: Tagger,
     ``eot_id`` separates documents (default: the tokenizer's ``<|endoftext|>``; pass the eos id of a
     foreign tokenizer that lacks it).
     """
-    call, ev_start, ev_end = (tok.token_to_id(t) for t in ("<CALL>", "<EVIDENCE>", "</EVIDENCE>"))
-    eot = eot_id if eot_id is not None else tok.token_to_id("<|endoftext|>")
-    if None in (call, ev_start, ev_end, eot):
+    specials = special_ids(tok)
+    eot = eot_id if eot_id is not None else tok.token_to_id(END_OF_TEXT)
+    if not specials.inline_capable or eot is None:
         raise InputError("the tokenizer lacks <CALL>, <EVIDENCE> or </EVIDENCE> (or an end-of-text id): "
                          "add them first with lacy-mlx's <CALL> token surgery (lacy-mlx convert)")
     ids, span, role, gold = [eot], [0], [0], [-1]
@@ -92,7 +93,7 @@ def encode_documents(docs: list[Document], tok: Tokenizer, tagger: Tagger,
             if ins is not None:
                 g = value_gold.get(a + 1, -1)
                 body = tok.encode(ins.text, add_special_tokens=False).ids
-                block = [call, ev_start] + body + [ev_end]
+                block = [specials.call, *specials.evidence_block(body)]  # what the runtime injects
                 ids += block
                 span += [0] * len(block)
                 role += [ROLE_INSERTED] * 2 + [ROLE_PASSAGE] * len(body) + [ROLE_INSERTED]

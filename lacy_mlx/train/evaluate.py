@@ -156,7 +156,7 @@ def write_biography(lacy: Any, person: Person, *, alone: bool, max_tokens: int =
         elif isinstance(ev, Call):
             calls.append(judge_call(person, text, ev.alone or ""))
         elif isinstance(ev, Done):
-            done = ev
+            done, text = ev, text + ev.trailing_text
     assert done is not None
     return Biography(person.pid, text, check_claims(person, text), calls, done.tokens, done.seconds, scores)
 
@@ -211,7 +211,7 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
     """
     import lacy_mlx
     from lacy_mlx.query_tower import QueryTower
-    from lacy_mlx.runtime.delegates import TextQuery
+    from lacy_mlx.runtime.delegates import RetrievalDelegate, TextQuery
 
     model_dir = Path(model_dir)
     if query not in ("auto", "latent", "text"):
@@ -226,8 +226,8 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
         fill_store(db, chosen.records, model_embedder(model_dir))
         if query == "auto":
             query = "latent" if QueryTower.load(model_dir) is not None else "text"
-        lacy = lacy_mlx.load(str(model_dir), db=str(db), query=TextQuery(anchor=True) if query == "text" else "latent",
-                             k=k)
+        lacy = lacy_mlx.load(str(model_dir), delegate=RetrievalDelegate(
+            str(db), query=TextQuery(anchor=True) if query == "text" else "latent", k=k))
         report = EvalReport(model_dir.name, {g: [p.pid for p in ps] for g, ps in chosen.groups.items()})
         try:
             for name, alone, shared in settings:
@@ -237,7 +237,7 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
                                                    budget=shared, gate_mode=gate_mode))
                 report.runs[name] = runs
         finally:
-            lacy.store.close()
+            lacy.delegate.store.close()
     return report
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from lacy_mlx.tokens import CALL_TOKEN, END_OF_TEXT, EVIDENCE_END, EVIDENCE_START, LacySection, write_lacy_section
+from lacy_mlx.tokens import END_OF_TEXT, special_ids, write_lacy_section
 from lacy_mlx.train.config import TrainConfig
 from lacy_mlx.train.model import TrainModel, llama_args
 
@@ -32,12 +32,8 @@ def export_model(cfg: TrainConfig, out_dir: str | Path, model: TrainModel, prep)
     eot = tok.token_to_id(END_OF_TEXT)
     config.update({"eos_token_id": eot, "bos_token_id": eot, "torch_dtype": cfg.dtype})
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_lacy_section(out, LacySection(
-        call_token_id=tok.token_to_id(CALL_TOKEN), evidence_start_id=tok.token_to_id(EVIDENCE_START),
-        evidence_end_id=tok.token_to_id(EVIDENCE_END),
-        gate={"mode": "call", "call_threshold": 0.5},
-        retrieval={"k": cfg.retrieval_k},
-    ))
+    write_lacy_section(out, special_ids(tok).section(gate={"mode": "call", "call_threshold": 0.5},
+                                                     retrieval={"k": cfg.retrieval_k}))
     if model.has_tower:
         model.tower.save(out, embedder=prep.embedder_name)
     (out / "training_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")

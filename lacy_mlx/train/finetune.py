@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from lacy_mlx.errors import InputError
 from lacy_mlx.query_tower import QueryTower
-from lacy_mlx.tokens import CALL_TOKEN, EVIDENCE_END, EVIDENCE_START, LacySection, write_lacy_section
+from lacy_mlx.tokens import CALL_TOKEN, special_ids, write_lacy_section
 from lacy_mlx.train import distributed
 from lacy_mlx.train.config import TrainConfig
 from lacy_mlx.train.model import TrainModel
@@ -95,11 +95,8 @@ def _export(cfg: TrainConfig, base: Path, out: Path, model: TrainModel, prep, dt
     config.pop("lacy", None)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tok = prep.tokenizer
-    write_lacy_section(out, LacySection(
-        call_token_id=tok.token_to_id(CALL_TOKEN), evidence_start_id=tok.token_to_id(EVIDENCE_START),
-        evidence_end_id=tok.token_to_id(EVIDENCE_END), gate={"mode": "call", "call_threshold": 0.5},
-        retrieval={"k": cfg.retrieval_k},
-    ))
+    write_lacy_section(out, special_ids(tok).section(gate={"mode": "call", "call_threshold": 0.5},
+                                                     retrieval={"k": cfg.retrieval_k}))
     if model.has_tower:
         model.tower.save(out, embedder=prep.embedder_name)
     (out / "training_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")

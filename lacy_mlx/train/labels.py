@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lacy_mlx.sentences import ends_sentence
 from lacy_mlx.train.pools import MONTHS
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)*")
@@ -72,7 +73,7 @@ class RuleTagger:
 
 def _starts_sentence(text: str, start: int) -> bool:
     before = text[:start].rstrip()
-    return not before or before[-1] in ".!?>\n"
+    return not before or ends_sentence(before[-1]) or before[-1] == ">"  # ">": after </EVIDENCE>
 
 
 def _merge(spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from lacy_mlx.runtime.events import call_rate as calls_per_token
 from lacy_mlx.train.corpus import BIO_TEMPLATES, CLAIM_PATTERNS, Person, parse_claims
 
 
@@ -112,7 +113,7 @@ def claims_per_bio(bios: Sequence[Biography]) -> float | None:
 
 
 def call_rate(bios: Sequence[Biography]) -> float | None:
-    return _ratio(sum(len(b.calls) for b in bios), sum(b.tokens for b in bios))
+    return calls_per_token(sum(len(b.calls) for b in bios), sum(b.tokens for b in bios))
 
 
 def call_precision(bios: Sequence[Biography]) -> float | None:

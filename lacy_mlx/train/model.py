@@ -6,6 +6,7 @@ import mlx.nn as nn
 from mlx_lm.models import llama
 
 from lacy_mlx.query_tower import QueryTower
+from lacy_mlx.runtime.hidden import output_head
 from lacy_mlx.train.config import TrainConfig
 
 
@@ -17,12 +18,6 @@ def llama_args(cfg: TrainConfig, vocab_size: int) -> llama.ModelArgs:
         num_key_value_heads=cfg.num_kv_heads, rms_norm_eps=1e-5, vocab_size=vocab_size,
         max_position_embeddings=4 * cfg.seq_len, rope_theta=10000.0, tie_word_embeddings=True,
     )
-
-
-def lm_logits(lm: nn.Module, h: mx.array) -> mx.array:
-    """Logits from final (normed) hidden states, for tied or untied mlx-lm models."""
-    head = getattr(lm, "lm_head", None)
-    return head(h) if head is not None else lm.model.embed_tokens.as_linear(h)
 
 
 class TrainModel(nn.Module):
@@ -40,4 +35,4 @@ class TrainModel(nn.Module):
 
     def __call__(self, x: mx.array) -> tuple[mx.array, mx.array]:
         h = self.lm.model(x)  # (B, T, H), after the final norm
-        return h, lm_logits(self.lm, h)
+        return h, output_head(self.lm)(h)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
-from lacy_mlx.encoder.fastmath import exp_nonpos
+from lacy_mlx.polyops import exp_nonpos
 
 OBJECTIVES = ("lacy", "loss", "rho1", "plain")
 
@@ -34,7 +34,7 @@ OBJECTIVES = ("lacy", "loss", "rho1", "plain")
 @mx.custom_function
 def _logsumexp_cpu(x: mx.array) -> mx.array:
     # MLX's CPU exp is scalar (~14 ns an element): on a (B, T, V) logits tensor it was a fifth of
-    # a training step. exp_nonpos is the encoder's vectorised polynomial (relative error ~1e-7).
+    # a training step. exp_nonpos is the vectorised polynomial the encoder uses too (relative error ~1e-7).
     m = mx.stop_gradient(mx.max(x, axis=-1, keepdims=True))
     return m[..., 0] + mx.log(exp_nonpos(x - m).sum(axis=-1))
 

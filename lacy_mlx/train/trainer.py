@@ -21,12 +21,14 @@ import numpy as np
 from mlx.utils import tree_map
 
 from lacy_mlx.query_tower import QueryTower
+from lacy_mlx.runtime.events import call_rate
+from lacy_mlx.runtime.hidden import output_head
 from lacy_mlx.tokens import CALL_TOKEN
 from lacy_mlx.train import distributed
 from lacy_mlx.train.checkpoint import load_checkpoint, reseed, save_checkpoint
 from lacy_mlx.train.config import TrainConfig
 from lacy_mlx.train.data import BatchIterator
-from lacy_mlx.train.model import TrainModel, llama_args, lm_logits
+from lacy_mlx.train.model import TrainModel, llama_args
 from lacy_mlx.train.objectives import logsumexp, select_calls, token_losses
 
 
@@ -177,7 +179,7 @@ def _reference_nll(cfg: TrainConfig):
     @mx.compile
     def ref_nll(x, y):
         h = ref_model.model(x)
-        logits = lm_logits(ref_model, h).astype(mx.float32)
+        logits = output_head(ref_model)(h).astype(mx.float32)
         return mx.logsumexp(logits, -1) - mx.take_along_axis(logits, y[..., None], -1)[..., 0]
 
     return ref_nll
@@ -234,6 +236,6 @@ def _record(window: mx.array, n: int, elapsed: float, step: int, optimizer, cfg:
     micro = n * cfg.grad_accum * size
     return {
         "step": step, "loss": total / micro, "lm_loss": lm_loss / micro, "tower_loss": tower_loss / micro,
-        "call_rate": calls / max(ntok, 1), "tokens_per_s": n * cfg.tokens_per_step() / max(elapsed, 1e-9),
+        "call_rate": call_rate(int(calls), int(ntok)) or 0.0, "tokens_per_s": n * cfg.tokens_per_step() / max(elapsed, 1e-9),
         "lr": float(optimizer.learning_rate),
     }

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 import mlx.core as mx
 
 from lacy_mlx.runtime.kinds import HelpKind
+from lacy_mlx.tokens import format_evidence
 
 if TYPE_CHECKING:
     from lacy_mlx.store.records import SearchHit
@@ -57,7 +58,7 @@ class Help:
     ``kind``: ``evidence`` (passages the SLM reads; injected inline or into the prompt) or
     ``continuation`` (text appended to the output, e.g. the next word from a bigger model).
     ``passages``: the evidence as separate passages (prefix injection numbers them); ``text``
-    defaults to them joined by newlines. ``sources``: names shown to the user (document titles,
+    defaults to them in the evidence format training uses (:func:`lacy_mlx.tokens.format_evidence`). ``sources``: names shown to the user (document titles,
     external ids, a model name). ``query``/``hits``: what retrieval searched and found.
     """
 
@@ -72,7 +73,7 @@ class Help:
         if self.kind not in ("evidence", "continuation"):
             raise ValueError(f"Help.kind must be 'evidence' or 'continuation', got {self.kind!r}")
         if not self.text and self.passages:
-            object.__setattr__(self, "text", "\n".join(self.passages))
+            object.__setattr__(self, "text", format_evidence(self.passages))
         if not self.passages and self.text and self.kind == "evidence":
             object.__setattr__(self, "passages", (self.text,))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from lacy_mlx.errors import InputError
 from lacy_mlx.runtime.delegates.base import CallContext, Help, call_with_timeout
-from lacy_mlx.runtime.kinds import HelpKind
+from lacy_mlx.runtime.kinds import DelegateKind, HelpKind
 
 
 class CallbackDelegate:
@@ -22,7 +22,7 @@ class CallbackDelegate:
     ``continuation`` (appended to the output). ``timeout_s``: None waits forever.
     """
 
-    kind = "callback"
+    kind: DelegateKind = "callback"
     needs_hidden = False
 
     def __init__(

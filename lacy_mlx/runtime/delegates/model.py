@@ -16,6 +16,7 @@ import mlx.core as mx
 from mlx_lm.generate import generate_step
 
 from lacy_mlx.runtime.delegates.base import CallContext, Help
+from lacy_mlx.runtime.kinds import DelegateKind
 from lacy_mlx.runtime.prompt_cache import PromptCache
 
 # Context tokens decoded with the new ones, so their leading space or joiner comes out right.
@@ -32,7 +33,7 @@ class ModelDelegate:
     ``prefilled_tokens`` count, over the delegate's life, cache hits and tokens processed.
     """
 
-    kind = "model"
+    kind: DelegateKind = "model"
     needs_hidden = False
 
     def __init__(
