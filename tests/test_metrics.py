@@ -51,3 +51,30 @@ def test_call_recall_is_the_share_of_false_alone_values_the_cascade_called_at():
     assert (m["calls"], m["call_recall"], m["factual_precision"]) == (1, 0.5, 1.0)
     empty = summarize([Biography(ADA.pid, "", [])])  # no claims, no calls, no time: undefined, not zero
     assert empty["factual_precision"] is None and empty["call_precision"] is None and empty["tokens_per_s"] is None
+
+
+def test_call_sites_say_where_the_calls_sit():
+    from lacy_mlx.train.metrics import call_sites
+
+    at_value = judge_call(ADA, " was born in Lyon. She was married to", " Nora Lambert.")  # 2nd sentence
+    first = judge_call(ADA, " was born in Lyon.", " She")  # the first word of a sentence
+    assert (at_value.sentence, at_value.word, first.sentence, first.word) == (1, 4, 1, 0)
+    sites = call_sites([Biography(ADA.pid, "", [], [at_value, first], tokens=20)])
+    assert sites == {"calls": 2, "at_value": 0.5, "first_word": 0.5, "mean_sentence": 1.0, "needed_at_value": 1.0}
+    assert call_sites([])["at_value"] is None
+
+
+def test_tagger_coverage_and_agreement_on_a_hand_made_biography():
+    from lacy_mlx.train.corpus import Biography as Rendered, ValueSpan
+    from lacy_mlx.train.tagger_agreement import coverage, word_agreement
+
+    text = "Ada Moreau was born in Lyon. She worked in botany."
+    bio = Rendered(ADA.pid, text, [ValueSpan(22, 26, "birthplace"), ValueSpan(43, 49, "field")])
+    rules = [(0, 10), (22, 26)]  # the name and Lyon; not the lower-case field
+    wide = [(0, 10), (19, 26)]   # "in Lyon": covers the value but does not start at it
+    assert coverage([bio], [rules]) == {"value_recall": 0.5, "value_start": 0.5, "off_value": 0.5, "spans": 2,
+                                        "values": 2}
+    assert coverage([bio], [wide])["value_start"] == 0.0
+    same = word_agreement([text], [rules], [rules])
+    assert same["agreement"] == 1.0 and same["kappa"] == 1.0
+    assert word_agreement([text], [rules], [wide])["agreement"] == 9 / 10  # "in" differs

@@ -130,3 +130,54 @@ def test_skip_first_keeps_the_gate_closed_at_the_start():
     assert modes[:2] == [0.0, 0.0] and modes[2] > 0 and modes[3] > 0
     with pytest.raises(InputError, match="skip_first"):
         GateConfig(skip_first=-1)
+
+
+def _calls_under_caps(budget, scores, sentence=8):
+    """Steps that call under one call per `sentence`-step sentence and a one-step cool-down."""
+    calls, used, cool = 0, False, 0
+    for i, s in enumerate(scores):
+        if i % sentence == 0:
+            used = False
+        thr = budget.threshold()
+        fire = thr is not None and s >= thr and not used and cool == 0
+        cool = max(0, cool - 1)
+        budget.observe(float(s))
+        if fire:
+            budget.called()
+            calls, used, cool = calls + 1, True, 1
+    return calls / len(scores)
+
+
+@pytest.mark.parametrize("share", [0.03, 0.06, 0.1])
+def test_budget_matching_calls_reaches_the_share_despite_caps_and_bursts(share):
+    """Bursty scores under a per-sentence cap: the plain quantile misses the share of steps that
+    call; with match_calls (the integral correction) the measured share lands near it."""
+    rng = np.random.default_rng(11)
+    n = 8000
+    burst = np.repeat(rng.random(n // 40) < 0.3, 40)[:n]  # stretches of high scores, as after a call
+    scores = np.where(burst, 0.6 + 0.05 * rng.random(n), rng.beta(0.5, 3.0, n))
+    plain = _calls_under_caps(CallBudget(share, window=1024), scores)
+    matched = _calls_under_caps(CallBudget(share, window=1024, match_calls=True), scores)
+    assert abs(matched - share) < 0.05 * share, (matched, share)
+    assert abs(plain - share) > 2 * abs(matched - share), (plain, matched, share)
+
+
+def test_budget_matching_calls_saturates_where_the_caps_allow_fewer_calls():
+    """A share above what one call per sentence allows: the level rises to its bound and stays
+    bounded (no wind-up), and the gate calls in every sentence."""
+    budget = CallBudget(0.5, window=64, match_calls=True)
+    rate = _calls_under_caps(budget, np.random.default_rng(2).random(4000), sentence=8)
+    assert rate == pytest.approx(1 / 8, abs=0.01)
+    assert budget.level() == CallBudget.MAX_LEVEL
+
+
+def test_a_shared_budget_keeps_its_state_across_generations():
+    """GateConfig(budget=CallBudget) is used as is: a second policy starts where the first ended."""
+    shared = CallBudget(0.25, window=64, warmup=8)
+    first = GatePolicy(GateConfig(mode="call", budget=shared), has_call_token=True)
+    for i in range(40):
+        first.after_step(entropy=1.0, p_call=(i % 4) / 4)
+    second = GatePolicy(GateConfig(mode="call", budget=shared), has_call_token=True)
+    assert second.budget is shared and second.thresholds()[1] == pytest.approx(0.75)  # no warm-up again
+    second.after_call()
+    assert "CallBudget(0.25)" in repr(GateConfig(budget=shared))

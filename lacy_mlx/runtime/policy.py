@@ -31,6 +31,9 @@ class GateConfig:
       over the last ``budget_window`` steps then sets the threshold of the mode's score
       (p(<CALL>) for ``call``/``either``, entropy for ``entropy``) so that about that share passes,
       as LaCy does at inference. The configured threshold holds for the first ``budget_warmup`` steps.
+      A float starts a new quantile with each generation; a :class:`CallBudget` is used as is and
+      keeps its state from one generation to the next (an evaluation over many short texts passes
+      one per setting, so that every text after the first is gated at the quantile of the run).
     - ``min_gap``: decode steps after a call during which the gate stays closed (at least 1: the
       step right after a call never calls, so decoding always moves forward).
     - ``max_calls``: cap on calls per generation (None: no cap).
@@ -44,7 +47,7 @@ class GateConfig:
     mode: GateMode = "call"
     call_threshold: float = 0.5
     entropy_threshold: float = 3.0
-    budget: float | None = None
+    budget: "float | CallBudget | None" = None
     budget_window: int = 256
     budget_warmup: int = 16
     min_gap: int = 1
@@ -59,7 +62,7 @@ class GateConfig:
             raise InputError(f"call_threshold is a probability in [0, 1], got {self.call_threshold}")
         if self.entropy_threshold < 0:
             raise InputError(f"entropy_threshold is in nats and >= 0, got {self.entropy_threshold}")
-        if self.budget is not None and not 0.0 < self.budget < 1.0:
+        if self.budget is not None and not isinstance(self.budget, CallBudget) and not 0.0 < self.budget < 1.0:
             raise InputError(f"budget is a share of tokens in (0, 1), e.g. 0.2; got {self.budget}")
         if self.budget_window < 8 or self.budget_warmup < 0:
             raise InputError("budget_window must be >= 8 and budget_warmup >= 0")
@@ -89,19 +92,36 @@ class GateConfig:
 class CallBudget:
     """A running quantile: the threshold that about ``share`` of the recent scores reach.
 
-    ``observe(score)`` adds one step's score; ``threshold()`` is the ``1 - share`` quantile of
+    ``observe(score)`` adds one step's score; ``threshold()`` is the ``1 - level()`` quantile of
     the last ``window`` scores (None until ``warmup`` scores were seen). Kept sorted with
     ``bisect`` so a step costs O(window) memory moves and no numpy call.
+
+    ``match_calls``: aim at the share of steps that *call*, not the share whose score passes.
+    Cool-downs and one-call-per-sentence suppress passing steps, and bursts of high scores pass
+    before the quantile moves, so calls made drift from ``share``. With it on, the quantile level
+    is ``share`` plus ``MATCH_GAIN`` times the calls owed (``share`` per observed step, minus the
+    calls reported through :meth:`called`): an integral controller, so that over ``T`` steps the
+    share of steps that called is within ``~1 / (MATCH_GAIN * T)`` of ``share`` unless the level
+    sits at its bounds (where the caps allow fewer calls than ``share``, the gate then calls
+    wherever it may).
     """
 
-    def __init__(self, share: float, window: int = 256, warmup: int = 16) -> None:
+    MIN_LEVEL, MAX_LEVEL = 1e-3, 0.95
+    MATCH_GAIN = 1 / 64  # level moved per call owed; the debt that holds a level L is (L - share) / gain calls
+
+    def __init__(self, share: float, window: int = 256, warmup: int = 16, *, match_calls: bool = False) -> None:
         if not 0.0 < share < 1.0:
             raise InputError(f"budget share must be in (0, 1), got {share}")
         self.share = share
         self.window = window
         self.warmup = max(1, warmup)
+        self.match_calls = match_calls
         self._recent: deque[float] = deque()
         self._sorted: list[float] = []
+        self._owed = 0.0  # match_calls: share per observed step minus calls made
+
+    def __repr__(self) -> str:
+        return f"CallBudget({self.share:g}{', match_calls=True' if self.match_calls else ''})"
 
     def observe(self, score: float) -> None:
         """Record one decode step's score (NaN counts as the lowest score)."""
@@ -111,14 +131,30 @@ class CallBudget:
         if len(self._recent) > self.window:
             old = self._recent.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._settle(self.share)
+
+    def called(self) -> None:
+        """The step observed last called (the calls ``match_calls`` counts)."""
+        self._settle(-1.0)
+
+    def _settle(self, delta: float) -> None:
+        # Clamped so the level never winds up past its bounds: it moves back as soon as calls do.
+        low, high = ((self.MIN_LEVEL - self.share) / self.MATCH_GAIN, (self.MAX_LEVEL - self.share) / self.MATCH_GAIN)
+        self._owed = min(high, max(low, self._owed + delta))
+
+    def level(self) -> float:
+        """The share of the window's scores the threshold lets through."""
+        if not self.match_calls:
+            return self.share
+        return self.share + self.MATCH_GAIN * self._owed
 
     def threshold(self) -> float | None:
-        """The score that about ``share`` of the window reaches, or None while warming up."""
+        """The score that about ``level()`` of the window reaches, or None while warming up."""
         n = len(self._sorted)
         if n < self.warmup:
             return None
-        # Index of the (1 - share) quantile; scores >= it are about `share` of the window.
-        idx = min(n - 1, max(0, int(round((1.0 - self.share) * n))))
+        # Index of the (1 - level) quantile; scores >= it are about `level` of the window.
+        idx = min(n - 1, max(0, int(round((1.0 - self.level()) * n))))
         return self._sorted[idx]
 
 
@@ -128,9 +164,12 @@ class GatePolicy:
     def __init__(self, config: GateConfig, *, has_call_token: bool) -> None:
         self.config = config
         self.has_call_token = has_call_token
-        self.budget = (
-            CallBudget(config.budget, config.budget_window, config.budget_warmup) if config.budget else None
-        )
+        if isinstance(config.budget, CallBudget):
+            self.budget: CallBudget | None = config.budget  # shared: its state carries across generations
+        else:
+            self.budget = (
+                CallBudget(config.budget, config.budget_window, config.budget_warmup) if config.budget else None
+            )
         self.calls = 0
         self._sentence_calls = 0
         # Without <CALL>, p_call is 0: the call criterion can never be meant to pass.
@@ -198,6 +237,8 @@ class GatePolicy:
         model that always calls still emits a token between calls)."""
         self.calls += 1
         self._sentence_calls += 1
+        if self.budget is not None:
+            self.budget.called()
         self._cooldown = max(1, self.config.min_gap)
         if self.config.per_sentence is not None and self._sentence_calls >= self.config.per_sentence:
             self._hold_until_sentence_end = True

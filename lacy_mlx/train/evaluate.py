@@ -6,7 +6,10 @@ For each person the model writes a biography from their name, greedily, with
 - *alone*: the gate on (so <CALL> is masked, as LaCy measures the SLM) but no call allowed;
 - *cascade*: at most one call per sentence, answered by a retrieval delegate over a sqlite-vec
   :class:`~lacy_mlx.store.Store` holding the people's evidence passages (plus distractors), the
-  evidence injected inline; optionally under a call ``budget`` (the runtime's running quantile).
+  evidence injected inline; optionally under a call ``budget``: the runtime's running quantile,
+  one :class:`~lacy_mlx.runtime.policy.CallBudget` per setting carried across all its biographies
+  (people of the groups interleaved) and aiming at the share of tokens that *call*
+  (``match_calls``), so that models are compared at measured call rates near the budget.
 
 Every call carries the runtime's ``Call.alone`` probe, from which :mod:`lacy_mlx.train.metrics`
 judges it. People come in three groups: ``frequent`` (seen often in training), ``seen once`` and
@@ -27,7 +30,11 @@ from lacy_mlx.train.corpus import Person, evidence_records, load_people, make_pe
 from lacy_mlx.train.metrics import Biography, check_claims, judge_call, summarize
 
 GROUPS = ("frequent", "seen once", "never seen")
+ALL = "all"  # the pooled pseudo-group of EvalReport.summary()
 PROBE_TOKENS = 10  # tokens of the model-alone continuation judged at each call
+# Steps the evaluation's running quantile spans (about 12 biographies): the score distribution of
+# one setting is stationary, so a long window only makes the threshold steadier.
+BUDGET_WINDOW = 1024
 
 
 @dataclass
@@ -100,13 +107,35 @@ def fill_store(db: str | Path, records: Sequence[dict], embedder: Any | None = N
         return int(store.count()["chunks"])
 
 
+def eval_budget(share: float) -> Any:
+    """The call budget one evaluation setting shares across its biographies (see the module doc).
+
+    ``share`` is calls per generated token, the unit of :func:`lacy_mlx.train.metrics.call_rate`;
+    the runtime's budget counts decode steps, and a call's step emits no token, so it gets
+    ``share / (1 + share)`` of the steps.
+    """
+    from lacy_mlx.runtime.policy import CallBudget
+
+    if not 0.0 < share < 1.0:
+        raise InputError(f"a call budget is a share of tokens in (0, 1), e.g. 0.1; got {share}")
+    return CallBudget(share / (1.0 + share), window=BUDGET_WINDOW, warmup=16, match_calls=True)
+
+
+def interleaved(groups: dict[str, list[Person]]) -> list[tuple[str, Person]]:
+    """(group, person) pairs taking one person of each group in turn: a budget shared by the
+    biographies then sees the groups mixed, not one group after the other."""
+    rows = [[(g, p) for p in ps] for g, ps in groups.items()]
+    return [pair for i in range(max(map(len, rows), default=0)) for row in rows if i < len(row) for pair in [row[i]]]
+
+
 def write_biography(lacy: Any, person: Person, *, alone: bool, max_tokens: int = 80,
-                    threshold: float | None = None, budget: float | None = None, probe: int = PROBE_TOKENS,
+                    threshold: float | None = None, budget: Any = None, probe: int = PROBE_TOKENS,
                     gate_mode: str | None = None, events: list | None = None) -> Biography:
     """One biography of ``person`` by ``lacy`` (a :class:`lacy_mlx.Lacy`), scored.
 
     ``alone``: no call allowed (<CALL> masked); otherwise one call per sentence at most, at the
-    model's ``threshold`` (or the ``budget`` share of tokens); ``gate_mode`` replaces the model's
+    model's ``threshold`` (or under ``budget``: a share of tokens, or a
+    :class:`~lacy_mlx.runtime.policy.CallBudget` kept across biographies); ``gate_mode`` replaces the model's
     gate mode (``entropy`` for a model never taught <CALL>). ``probe``: tokens of
     ``Call.alone`` each call is judged by (0: calls are counted but not judged). ``events``: when
     given, every runtime event is appended to it (the demo prints them).
@@ -116,17 +145,20 @@ def write_biography(lacy: Any, person: Person, *, alone: bool, max_tokens: int =
     gate = {"max_calls": 0 if alone else None, "per_sentence": 1, "call_threshold": threshold,
             "budget": None if alone else budget, "mode": gate_mode}
     text, calls, done = "", [], None
+    scores: list[tuple[int, float, float]] = []
     for ev in lacy.stream("<|endoftext|>" + person.name, max_tokens=max_tokens, probe=0 if alone else probe, **gate):
         if events is not None:
             events.append(ev)
         if isinstance(ev, Token):
+            if alone and ev.p_call is not None and ev.entropy is not None:
+                scores.append((len(text), float(ev.p_call), float(ev.entropy)))
             text += ev.text
         elif isinstance(ev, Call):
             calls.append(judge_call(person, text, ev.alone or ""))
         elif isinstance(ev, Done):
             done, text = ev, text + ev.trailing_text
     assert done is not None
-    return Biography(person.pid, text, check_claims(person, text), calls, done.tokens, done.seconds)
+    return Biography(person.pid, text, check_claims(person, text), calls, done.tokens, done.seconds, scores)
 
 
 @dataclass
@@ -138,11 +170,16 @@ class EvalReport:
     runs: dict[str, dict[str, list[Biography]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, dict]]:
-        """``{setting: {group: metrics}}`` (:func:`lacy_mlx.train.metrics.summarize`), recall against alone."""
+        """``{setting: {group: metrics}}`` (:func:`lacy_mlx.train.metrics.summarize`), recall against
+        alone; group ``all`` pools the groups (its call rate is the one a budget setting matches)."""
         alone = self.runs.get("alone", {})
-        return {setting: {g: summarize(bios, alone.get(g) if setting != "alone" else None)
-                          for g, bios in by_group.items()}
-                for setting, by_group in self.runs.items()}
+        out: dict[str, dict[str, dict]] = {}
+        for setting, by_group in self.runs.items():
+            pooled = {**by_group, ALL: [b for bios in by_group.values() for b in bios]}
+            base = {**alone, ALL: [b for bios in alone.values() for b in bios]}
+            out[setting] = {g: summarize(bios, base.get(g) if setting != "alone" else None)
+                            for g, bios in pooled.items()}
+        return out
 
     def table(self) -> str:
         """A fixed-width table, one row per setting and group."""
@@ -163,7 +200,9 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
              query: str = "auto", k: int | None = None, distractors: int = 300, frequent_min: int = 10,
              groups: Sequence[str] = GROUPS, gate_mode: str | None = None) -> EvalReport:
     """Score ``model_dir`` alone and through the cascade, for each of ``budgets`` (None: the
-    model's own threshold), on the groups of :func:`eval_people`.
+    model's own threshold), on the groups of :func:`eval_people`. Each budget of the sweep is one
+    :func:`eval_budget` shared by the setting's biographies, so that the measured call rate of the
+    setting lands near it (below it only where one call per sentence allows no more).
 
     ``db``: the evidence store file (filled if needed; default: a temporary file). ``query``:
     ``latent`` (the query tower), ``text`` (name plus sentence, through the store's embedder) or
@@ -177,6 +216,9 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
     model_dir = Path(model_dir)
     if query not in ("auto", "latent", "text"):
         raise InputError(f"query must be 'auto', 'latent' or 'text', got {query!r}")
+    settings: list[tuple[str, bool, Any]] = [("alone", True, None)]  # checked before the store is filled
+    settings += [("cascade" if b is None else f"budget={b:g}", False, None if b is None else eval_budget(b))
+                 for b in budgets]
     chosen = eval_people(model_dir, per_group=per_group, seed=seed, frequent_min=frequent_min,
                          distractors=distractors, groups=groups)
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,15 +229,13 @@ def evaluate(model_dir: str | Path, *, db: str | Path | None = None, per_group: 
         lacy = lacy_mlx.load(str(model_dir), delegate=RetrievalDelegate(
             str(db), query=TextQuery(anchor=True) if query == "text" else "latent", k=k))
         report = EvalReport(model_dir.name, {g: [p.pid for p in ps] for g, ps in chosen.groups.items()})
-        settings: list[tuple[str, bool, float | None]] = [("alone", True, None)]
-        settings += [("cascade" if b is None else f"budget={b:g}", False, b) for b in budgets]
         try:
-            for name, alone, budget in settings:
-                report.runs[name] = {
-                    g: [write_biography(lacy, p, alone=alone, max_tokens=max_tokens, threshold=threshold,
-                                        budget=budget, gate_mode=gate_mode) for p in ps]
-                    for g, ps in chosen.groups.items()
-                }
+            for name, alone, shared in settings:
+                runs: dict[str, list[Biography]] = {g: [] for g in chosen.groups}
+                for g, p in interleaved(chosen.groups):
+                    runs[g].append(write_biography(lacy, p, alone=alone, max_tokens=max_tokens, threshold=threshold,
+                                                   budget=shared, gate_mode=gate_mode))
+                report.runs[name] = runs
         finally:
             lacy.delegate.store.close()
     return report

@@ -21,11 +21,12 @@ the cascade called in a sentence of that relation; ``leakage`` = leaked calls / 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lacy_mlx.runtime.events import call_rate as calls_per_token
-from lacy_mlx.train.corpus import BIO_TEMPLATES, Person, parse_claims
+from lacy_mlx.train.corpus import BIO_TEMPLATES, CLAIM_PATTERNS, Person, parse_claims
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,15 @@ class Claim:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One call: the relation at its position (None: not at a value), and how the model alone did."""
+    """One call: the relation at its position (None: not at a value), how the model alone did, and
+    where it sits: ``sentence`` (0 = the sentence after the name) and ``word`` (words of that
+    sentence before the call; 0 = its first word)."""
 
     relation: str | None
     needed: bool
     leaked: bool
+    sentence: int = 0
+    word: int = 0
 
 
 @dataclass
@@ -54,6 +59,8 @@ class Biography:
     calls: list[CallRecord] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    # Model-alone runs: (character offset in ``text``, p(<CALL>), entropy) per generated token.
+    scores: list[tuple[int, float, float]] = field(default_factory=list)
 
 
 def biography_text(person: Person, output: str) -> str:
@@ -85,10 +92,12 @@ def judge_call(person: Person, output_before: str, alone: str) -> CallRecord:
     sentence = text[text.rfind(".") + 1:].strip() or text
     rel = relation_at(sentence)
     seen = sentence + alone
+    tail = text[text.rfind(".") + 1:] if "." in text else text[len(person.name):]  # the sentence so far
+    where = {"sentence": text.count("."), "word": len(tail.split())}
     if rel is None:
-        return CallRecord(None, False, any(v in seen for v in person.facts.values()))
+        return CallRecord(None, False, any(v in seen for v in person.facts.values()), **where)
     leaked = person.facts[rel] in seen
-    return CallRecord(rel, not leaked, leaked)
+    return CallRecord(rel, not leaked, leaked, **where)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -145,3 +154,82 @@ def summarize(bios: Sequence[Biography], alone: Sequence[Biography] | None = Non
         "leakage": r(leakage(bios)),
         "tokens_per_s": r(tokens_per_s(bios)),
     }
+
+
+def at_rate(points: Sequence[tuple[float, float | None]], rate: float) -> float | None:
+    """The value at call rate ``rate``, linearly interpolated between the two nearest of the
+    measured ``(call_rate, value)`` points (one per setting of a sweep; ``alone`` is rate 0).
+    None outside the measured rates or where a neighbour's value is None: no extrapolation."""
+    pts = sorted((r, v) for r, v in points if v is not None)
+    for (r0, v0), (r1, v1) in zip(pts, pts[1:]):
+        if r0 <= rate <= r1:
+            return v0 if r1 == r0 else v0 + (v1 - v0) * (rate - r0) / (r1 - r0)
+    return pts[0][1] if len(pts) == 1 and pts[0][0] == rate else None
+
+
+def call_sites(bios: Sequence[Biography]) -> dict[str, float | int | None]:
+    """Where the calls of ``bios`` sit: ``at_value`` (share at a value, a template head before
+    them), ``first_word`` (share at a sentence's first word), ``mean_sentence`` (mean index of the
+    sentence called in) and ``needed_at_value`` (call precision among the calls at a value)."""
+    calls = [c for b in bios for c in b.calls]
+    at_value = [c for c in calls if c.relation is not None]
+    return {
+        "calls": len(calls),
+        "at_value": _ratio(len(at_value), len(calls)),
+        "first_word": _ratio(sum(c.word == 0 for c in calls), len(calls)),
+        "mean_sentence": _ratio(sum(c.sentence for c in calls), len(calls)),
+        "needed_at_value": _ratio(sum(c.needed for c in at_value), len(at_value)),
+    }
+
+
+def value_positions(text: str) -> list[tuple[int, int, str, str]]:
+    """``(start, end, relation, value)`` of each claim's value in ``text`` (character positions),
+    for the sentences that :func:`lacy_mlx.train.corpus.parse_claims` parses."""
+    out, pos = [], 0
+    for piece in re.split(r"(?<=\.)", text):
+        lead = len(piece) - len(piece.lstrip())
+        sentence = piece.strip()
+        for rel, pat in CLAIM_PATTERNS:
+            m = pat.fullmatch(sentence)
+            if m:
+                v = m.group("v")
+                start = pos + lead + m.start("v") + (len(v) - len(v.lstrip()))
+                out.append((start, start + len(v.strip()), rel, v.strip()))
+                break
+        pos += len(piece)
+    return out
+
+
+def score_separation(person: Person, bio: Biography) -> list[tuple[str, float, float]]:
+    """Each token of a model-alone biography as ``(kind, p_call, entropy)``: ``unknown`` for the
+    token a value starts in when the value is false, ``known`` when it is the gold value,
+    ``inside`` for a value's later tokens, ``other`` elsewhere: how well a gate score separates
+    what the model does not know from what it does."""
+    full = biography_text(person, bio.text)
+    shift = len(full) - len(bio.text)
+    values = value_positions(full)
+    starts = [o + shift for o, _, _ in bio.scores] + [len(full)]
+    rows = []
+    for i, (_, p_call, entropy) in enumerate(bio.scores):
+        lo, hi = starts[i], starts[i + 1]
+        kind = "other"
+        for v_start, v_end, rel, value in values:
+            if lo <= v_start < hi:
+                kind = "known" if value == person.facts.get(rel) else "unknown"
+            elif v_start < lo < v_end:
+                kind = "inside"
+        rows.append((kind, p_call, entropy))
+    return rows
+
+
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(a score of ``pos`` > one of ``neg``), ties half: 1 = perfect separation, 0.5 = none."""
+    if not pos or not neg:
+        return None
+    import numpy as np
+
+    neg_sorted = np.sort(np.asarray(neg, dtype=np.float64))
+    p = np.asarray(pos, dtype=np.float64)
+    below = np.searchsorted(neg_sorted, p, side="left")
+    ties = np.searchsorted(neg_sorted, p, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(p) * len(neg_sorted)))
