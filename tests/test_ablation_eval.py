@@ -57,8 +57,12 @@ def test_measured_call_rate_lands_near_the_budget(ablation):
 
     out, _ = ablation
     report = evaluate(out / "lacy", per_group=3, seed=5, budgets=(0.05,), frequent_min=3, max_tokens=48)
-    rate = report.summary()["budget=0.05"]["all"]["call_rate"]
-    assert abs(rate - 0.05) < 0.015, rate
+    pooled = report.summary()["budget=0.05"]["all"]
+    rate = pooled["call_rate"]
+    # A few hundred tokens: 3 binomial standard deviations of the call count (~0.03 here); the budget's
+    # control itself is tested on long synthetic streams in test_runtime_policy.py.
+    tokens = pooled["calls"] / rate
+    assert abs(rate - 0.05) < 3 * (0.05 * 0.95 / tokens) ** 0.5, (rate, tokens)
 
 
 def test_matched_table_interpolates_along_the_measured_rates():
