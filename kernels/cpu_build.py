@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -228,23 +229,30 @@ def _check_quant(module: ModuleType) -> None:
         module.set_threads(before)
 
 
-def quant_kernels() -> ModuleType | None:
-    """:func:`cpu_kernels` when its quantized matmul also passed its check against MLX's (once per
-    process; a failure warns and leaves the encoder's kernels in use); else None."""
+def checked_kernels(name: str, check: Callable[[ModuleType], None], fallback: str) -> ModuleType | None:
+    """:func:`cpu_kernels` once ``check(module)`` passed for the ops called ``name``; else None. Decided
+    once per process (kept in ``_loaded[name]``); a failed check warns once, naming ``fallback``, the
+    MLX ops that stay in use, and leaves the other kernels of the module unaffected."""
     module = cpu_kernels()
     if module is None:
         return None
-    if "quant" not in _loaded:
+    if name not in _loaded:
         with _lock:
-            if "quant" not in _loaded:
+            if name not in _loaded:
                 try:
-                    _check_quant(module)
-                    _loaded["quant"] = module
-                except Exception as exc:  # noqa: BLE001 - an optional speed-up: MLX's own op stays
-                    warnings.warn(f"lacy-mlx quantized CPU kernels unusable, using mx.quantized_matmul: "
-                                  f"{type(exc).__name__}: {exc}", stacklevel=2)
-                    _loaded["quant"] = None
-    return _loaded["quant"]
+                    check(module)
+                    _loaded[name] = module
+                except Exception as exc:  # noqa: BLE001 - an optional speed-up: MLX's own ops stay
+                    warnings.warn(f"lacy-mlx {name} CPU kernels unusable, using {fallback}: "
+                                  f"{type(exc).__name__}: {exc}", stacklevel=3)
+                    _loaded[name] = None
+    return _loaded[name]
+
+
+def quant_kernels() -> ModuleType | None:
+    """:func:`cpu_kernels` when its quantized matmul also passed its check against MLX's (once per
+    process; a failure warns and leaves the encoder's kernels in use); else None."""
+    return checked_kernels("quantized", lambda m: _check_quant(m), "mx.quantized_matmul")
 
 
 def cpu_kernels_for(x) -> ModuleType | None:

@@ -16,6 +16,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 
 from cpu_checks import LINUX_ONLY, decoder_tokens, loaded, rel_error
+from lacy_mlx.kernels import cpu_build
 from lacy_mlx.runtime import cpu_layers
 
 pytestmark = LINUX_ONLY
@@ -122,7 +123,7 @@ def test_failed_check_warns_and_keeps_mlx(monkeypatch, kernels) -> None:
     def broken(module):
         raise ValueError("rope@3000 disagrees with its mx.fast twin")
 
-    monkeypatch.delitem(cpu_layers._state, "layers")
+    monkeypatch.delitem(cpu_build._loaded, "decoder-layer")
     monkeypatch.setattr(cpu_layers, "_check", broken)
     with pytest.warns(UserWarning, match="using mx.fast ops"):
         assert cpu_layers.layer_kernels() is None

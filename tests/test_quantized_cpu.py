@@ -145,7 +145,7 @@ def test_failed_check_warns_and_keeps_mlx(monkeypatch, kernels) -> None:
     def broken(module):
         raise ValueError("quantized_matmul (4-bit, group 32) disagrees with mx.quantized_matmul")
 
-    monkeypatch.delitem(cpu_build._loaded, "quant")
+    monkeypatch.delitem(cpu_build._loaded, "quantized")
     monkeypatch.setattr(cpu_build, "_check_quant", broken)
     with pytest.warns(UserWarning, match="using mx.quantized_matmul"):
         assert cpu_build.quant_kernels() is None

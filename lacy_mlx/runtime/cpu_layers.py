@@ -14,8 +14,6 @@ are checked against at load (and whose gradient they use).
 from __future__ import annotations
 
 import math
-import threading
-import warnings
 from types import ModuleType
 
 import mlx.core as mx
@@ -23,29 +21,15 @@ import mlx.nn as nn
 from mlx_lm.models import llama
 from mlx_lm.models.base import scaled_dot_product_attention
 
-from lacy_mlx.kernels.cpu_build import cpu_kernels
+from lacy_mlx.kernels.cpu_build import checked_kernels
 
-_lock = threading.Lock()
-_state: dict[str, ModuleType | None] = {}
 _inv_freqs: dict[tuple[int, float], mx.array] = {}
 
 
 def layer_kernels() -> ModuleType | None:
     """The kernel module once its layer ops passed their check against the ``mx.fast`` twins, else None
     (a failure warns once and leaves MLX's ops in use; the encoder's and quantized kernels are unaffected)."""
-    if "layers" not in _state:
-        with _lock:
-            if "layers" not in _state:
-                module = cpu_kernels()
-                try:
-                    if module is not None:
-                        _check(module)
-                    _state["layers"] = module
-                except Exception as exc:  # noqa: BLE001 - an optional speed-up: MLX's ops stay
-                    warnings.warn(f"lacy-mlx decoder-layer CPU kernels unusable, using mx.fast ops: "
-                                  f"{type(exc).__name__}: {exc}", stacklevel=2)
-                    _state["layers"] = None
-    return _state["layers"]
+    return checked_kernels("decoder-layer", lambda m: _check(m), "mx.fast ops")
 
 
 def _kernels_for(*arrays: mx.array) -> ModuleType | None:
