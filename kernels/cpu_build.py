@@ -37,13 +37,13 @@ from . import KERNEL_DIR  # relative: this folder is `kernels` in a checkout, `l
 from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
-SOURCES = (SOURCE, "cpu_quant.cpp", "cpu_qmv.cpp", "cpu_decode.cpp")  # one extension module; SOURCE holds its NB_MODULE
-HEADERS = ("cpu_common.h", "cpu_exp.h", "cpu_quant.h")
+SOURCES = (SOURCE, "cpu_quant.cpp", "cpu_qmv.cpp", "cpu_decode.cpp", "cpu_block.cpp")  # one extension module; SOURCE holds its NB_MODULE
+HEADERS = ("cpu_common.h", "cpu_decode.h", "cpu_exp.h", "cpu_quant.h")
 MODULE = "_lacy_cpu_kernels"  # the NB_MODULE name in SOURCE
 _FLAGS = ("-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-DNDEBUG",
           "-DNB_DOMAIN=mlx")  # MLX's Python types are registered in nanobind's "mlx" domain
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: one kernel's check may use others (the block check, the layer ones)
 _loaded: dict[str, ModuleType | None] = {}
 
 
@@ -80,7 +80,16 @@ def _toolchain() -> tuple[Path, Path, str, str]:
     parts = [*((KERNEL_DIR / f).read_text(encoding="utf-8") for f in SOURCES + HEADERS), mx.__version__, nanobind.__version__,
              sys.version, str(sysconfig.get_config_var("EXT_SUFFIX")), _compiler_version(cxx), *_FLAGS]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-    return Path(mlx.__path__[0]), Path(nanobind.__file__).parent, cxx, key
+    return _mlx_dir(mlx), Path(nanobind.__file__).parent, cxx, key
+
+
+def _mlx_dir(mlx: ModuleType) -> Path:
+    """The installed MLX package folder (its headers and libmlx). ``mlx`` is a namespace package: any
+    folder named ``mlx`` on sys.path (a checkout, the script's own folder) joins ``mlx.__path__``."""
+    for entry in mlx.__path__:
+        if (Path(entry) / "include" / "mlx" / "mlx.h").is_file():
+            return Path(entry)
+    raise KernelBuildError(f"no MLX headers (include/mlx/mlx.h) under any of {list(mlx.__path__)}: reinstall mlx")
 
 
 def build(force: bool = False) -> Path:

@@ -13,16 +13,16 @@
 
 #include <nanobind/nanobind.h>
 
-#include "cpu_common.h"
+#include "cpu_decode.h"
 #include "cpu_exp.h"
 
 namespace nb = nanobind;
 
+namespace lacy {
+
 namespace {
-
-using namespace lacy;
-
 constexpr float kLog2e = 1.4426950408889634f;
+}  // namespace
 
 // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, over the last axis -------------------------------
 LACY_CLONES void rms_rows(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
@@ -41,12 +41,14 @@ LACY_CLONES void rms_rows(const float* x, const float* w, float* y, int64_t rows
 }
 
 // ---- SiLU(g) * u: g * sigmoid(g) * u, sigmoid from e^-|g| (always <= 1, no overflow) ----------------
+namespace {
 template <class V, class I>
 LACY_INLINE V silu_mul(V g, V u) {
   const V e = exp2_nonpos<V, I>((g < 0.0f ? g : -g) * kLog2e);
   const V sig = g < 0.0f ? e / (1.0f + e) : 1.0f / (1.0f + e);
   return (g * sig) * u;
 }
+}  // namespace
 
 LACY_CLONES void silu_mul_rows(const float* g, const float* u, float* y, int64_t size) {
   int64_t i = 0;
@@ -55,12 +57,6 @@ LACY_CLONES void silu_mul_rows(const float* g, const float* u, float* y, int64_t
 }
 
 // ---- strided 4-D views (B, H, T, D) -----------------------------------------------------------------
-struct View {
-  const float* p;
-  int64_t s0, s1, s2;  // element strides of B, H, T; D is contiguous
-  const float* row(int64_t b, int64_t h, int64_t t) const { return p + b * s0 + h * s1 + t * s2; }
-};
-
 // A view of x whose last axis is contiguous; otherwise (a transposed last axis) x gathered into buf.
 View view_of(const mx::array& x, std::vector<float>& buf) {
   const auto& st = x.strides();
@@ -107,14 +103,7 @@ void rope_rows(const View& x, const float* inv_freq, float* y, int64_t B, int64_
 }
 
 // ---- attention: softmax(q k^T * scale [causal]) v, grouped heads --------------------------------
-struct Attn {
-  View q, k, v;
-  float* out;  // (B, Hq, L, D) contiguous
-  int64_t B, Hq, Hk, L, T, D;
-  float scale;
-  bool causal;
-};
-
+namespace {
 LACY_INLINE float dot(const float* a, const float* b, int64_t n) {
   f8 acc = {};
   int64_t i = 0;
@@ -123,6 +112,7 @@ LACY_INLINE float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
+}  // namespace
 
 // Items [lo, hi) of (b, kv head, query row); each does the R = Hq / Hk query heads sharing the kv head.
 LACY_CLONES void attend_range(const Attn& a, int64_t lo, int64_t hi) {
@@ -159,6 +149,12 @@ LACY_CLONES void attend_range(const Attn& a, int64_t lo, int64_t hi) {
     }
   }
 }
+
+}  // namespace lacy
+
+namespace {
+
+using namespace lacy;
 
 // ---- the primitives ---------------------------------------------------------------------------------
 // Each one's gradient is its twin's (mx.fast's fallback ops), through mx::vjp.
@@ -302,7 +298,7 @@ mx::array rms_norm_op(const mx::array& x, const mx::array& w, float eps) {
   }
   mx::Stream s = cpu_stream("rms_norm");
   return mx::array(x.shape(), mx::float32, std::make_shared<RmsNorm>(s, eps),
-                   {mx::contiguous(x, false, s), mx::contiguous(w, false, s)});
+                   {dense(x, s), dense(w, s)});
 }
 
 mx::array silu_mul_op(const mx::array& g, const mx::array& u) {
@@ -311,7 +307,7 @@ mx::array silu_mul_op(const mx::array& g, const mx::array& u) {
   if (g.shape() != u.shape()) throw std::invalid_argument("[silu_mul] gate and up must have the same shape.");
   mx::Stream s = cpu_stream("silu_mul");
   return mx::array(g.shape(), mx::float32, std::make_shared<SiluMul>(s),
-                   {mx::contiguous(g, false, s), mx::contiguous(u, false, s)});
+                   {dense(g, s), dense(u, s)});
 }
 
 mx::array rope_op(const mx::array& x, int dims, float base, float scale, int offset, const mx::array& inv_freq) {
@@ -323,7 +319,7 @@ mx::array rope_op(const mx::array& x, int dims, float base, float scale, int off
   }
   mx::Stream s = cpu_stream("rope");
   return mx::array(x.shape(), mx::float32, std::make_shared<Rope>(s, dims, base, scale, offset),
-                   {x, mx::contiguous(inv_freq, false, s)});
+                   {x, dense(inv_freq, s)});
 }
 
 mx::array attention_op(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal) {

@@ -26,6 +26,7 @@ namespace nb = nanobind;
 
 void register_quant(nb::module_& m);   // cpu_quant.cpp
 void register_decode(nb::module_& m);  // cpu_decode.cpp
+void register_block(nb::module_& m);   // cpu_block.cpp
 
 namespace {
 
@@ -191,7 +192,7 @@ class GeluErf : public RowPrimitive {
 mx::array exp2_rowshift(const mx::array& x) {
   require_f32(x, "exp2_rowshift", "scores");
   mx::Stream s = cpu_stream("exp2_rowshift");
-  return mx::array(x.shape(), mx::float32, std::make_shared<Exp2RowShift>(s), {mx::contiguous(x, false, s)});
+  return mx::array(x.shape(), mx::float32, std::make_shared<Exp2RowShift>(s), {dense(x, s)});
 }
 
 mx::array layer_norm_rows_op(const mx::array& x, const mx::array& weight, const mx::array& bias, float eps,
@@ -205,13 +206,13 @@ mx::array layer_norm_rows_op(const mx::array& x, const mx::array& weight, const 
   }
   mx::Stream s = cpu_stream("layer_norm_rows");
   return mx::array(x.shape(), mx::float32, std::make_shared<LayerNormRows>(s, n, eps),
-                   {mx::contiguous(x, false, s), mx::contiguous(weight, false, s), mx::contiguous(bias, false, s)});
+                   {dense(x, s), dense(weight, s), dense(bias, s)});
 }
 
 mx::array gelu_erf_op(const mx::array& x) {
   require_f32(x, "gelu_erf", "inputs");
   mx::Stream s = cpu_stream("gelu_erf");
-  return mx::array(x.shape(), mx::float32, std::make_shared<GeluErf>(s), {mx::contiguous(x, false, s)});
+  return mx::array(x.shape(), mx::float32, std::make_shared<GeluErf>(s), {dense(x, s)});
 }
 
 }  // namespace
@@ -226,4 +227,5 @@ NB_MODULE(_lacy_cpu_kernels, m) {
   m.def("gelu_erf", &gelu_erf_op, nb::arg("x"), "Exact (erf) GELU of a float32 array, |error| <= 2e-7 |x|.");
   register_quant(m);
   register_decode(m);
+  register_block(m);
 }

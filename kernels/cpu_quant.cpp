@@ -9,8 +9,10 @@
 // weight vector. Prefill dequantizes (threaded) for BLAS.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -29,8 +31,10 @@ using namespace lacy;
 
 // ---- a small pool of threads over output rows -------------------------------------------------
 // MLX's CPU stream runs each task on one thread; BLAS threads its own calls, nothing else does.
-// The caller takes the first slice; workers take the rest and sleep on a condition variable between
-// calls (a short spin first: a decode step issues ~200 of these calls back to back).
+// The caller takes the first slice, workers the rest. A decode step makes ~210 of these calls a
+// few microseconds apart (7 projections a layer, then the head), so a worker spins on the call
+// counter for a while before it sleeps on a condition variable: waking a sleeping thread took
+// longer than many of the products it was woken for, and two threads decoded slower than one.
 class Pool {
  public:
   // Runs fn(lo, hi) over [0, n) split in `threads` slices of multiples of `align`; blocks until done.
@@ -45,14 +49,16 @@ class Pool {
     const int64_t units = (n + align - 1) / align;
     const int parts = static_cast<int>(std::min<int64_t>(threads, units));
     auto bound = [=](int i) { return std::min(n, (units * i / parts) * align); };
+    job_ = [&](int i) { fn(bound(i), bound(i + 1)); };
+    parts_ = parts;
+    pending_.store(parts - 1, std::memory_order_relaxed);
+    int sleeping;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      job_ = [&](int i) { fn(bound(i), bound(i + 1)); };
-      parts_ = parts;
-      pending_.store(parts - 1);
-      ++generation_;
+      std::lock_guard<std::mutex> lock(mu_);  // with the sleepers' count: no wake-up is lost
+      generation_.fetch_add(1, std::memory_order_release);
+      sleeping = sleepers_;
     }
-    cv_.notify_all();
+    if (sleeping) cv_.notify_all();
     fn(bound(0), bound(1));
     for (int spin = 0; pending_.load(std::memory_order_acquire) > 0; ++spin) {
       if (spin > 2000) std::this_thread::yield();
@@ -75,29 +81,49 @@ class Pool {
     }
   }
 
+  // The call after `seen`: spun for up to ~kSpinUs, then slept for.
+  uint64_t next(uint64_t seen) {
+    auto start = std::chrono::steady_clock::now();
+    for (int spin = 1;; ++spin) {
+      const uint64_t g = generation_.load(std::memory_order_acquire);
+      if (g != seen) return g;
+      pause();
+      if (spin % 256 == 0 && std::chrono::steady_clock::now() - start > std::chrono::microseconds(kSpinUs)) break;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    ++sleepers_;
+    cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+    --sleepers_;
+    return generation_.load(std::memory_order_acquire);
+  }
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
   void work(int index) {
     uint64_t seen = 0;
     for (;;) {
-      std::function<void(int)> job;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (index >= parts_) continue;
-        job = job_;
-      }
-      job(index);
+      seen = next(seen);
+      if (index >= parts_) continue;
+      job_(index);
       pending_.fetch_sub(1, std::memory_order_release);
     }
   }
 
+  static constexpr int kSpinUs = 300;  // longer than the gap between two decode steps' products
   std::atomic<int> threads_{1};
   std::mutex run_mu_, mu_;
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
-  std::function<void(int)> job_;
+  std::function<void(int)> job_;  // written before the release of generation_, read after its acquire
   int parts_ = 0;
-  uint64_t generation_ = 0;
+  int sleepers_ = 0;  // under mu_
+  std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   pid_t owner_ = 0;
 };
@@ -202,6 +228,8 @@ LACY_CLONES void dequant_range(const uint32_t* w, const void* s, const void* b, 
 
 // Rows per thread slice: whole cache lines of output for one row of x.
 constexpr int64_t kAlign = 16;
+// Products smaller than this many weights run on one thread (see quantized_products).
+constexpr int64_t kThreadedWeights = 1 << 16;
 
 // ---- the primitives ---------------------------------------------------------------------------
 class QuantPrimitive : public mx::UnaryPrimitive {
@@ -231,12 +259,9 @@ class QuantizedMatmulCpu : public QuantPrimitive {
     dispatch(stream(), inputs, out,
              [x, w = inputs[1], s = inputs[2], b = inputs[3], out = out.data<float>(), M, N, K, gs = group_size_,
               bits = bits_]() {
-               const QArgs a{x.data<float>(), w.data<uint32_t>(), s.data<void>(), b.data<void>(), out, M, N, K,
-                             K / gs, s.dtype() == mx::float16};
-               const int64_t align = N * K * std::max<int64_t>(M, 1) >= (1 << 16) ? kAlign : N;  // small: one thread
-               if (!qmv_run(a, bits, gs, align)) {  // no AVX2: the portable kernel
-                 pool().run(N, align, [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
-               }
+               quantized_product({x.data<float>(), w.data<uint32_t>(), s.data<void>(), b.data<void>(), out, M, N, K,
+                                  K / gs, s.dtype() == mx::float16},
+                                 bits, gs);
              });
   }
   // d(x @ W.T)/dx = cotangent @ W, in MLX's own quantized op (the weights are not trained here).
@@ -311,8 +336,8 @@ mx::array quantized_matmul_op(const mx::array& x, const mx::array& w, const mx::
   mx::Shape shape = x.shape();
   shape.back() = w.shape(0);
   return mx::array(shape, mx::float32, std::make_shared<QuantizedMatmulCpu>(s, group_size, bits),
-                   {mx::contiguous(x, false, s), mx::contiguous(w, false, s), mx::contiguous(scales, false, s),
-                    mx::contiguous(biases, false, s)});
+                   {dense(x, s), dense(w, s), dense(scales, s),
+                    dense(biases, s)});
 }
 
 mx::array dequantize_op(const mx::array& w, const mx::array& scales, const mx::array& biases, int group_size,
@@ -321,10 +346,24 @@ mx::array dequantize_op(const mx::array& w, const mx::array& scales, const mx::a
   mx::Stream s = cpu_stream("dequantize");
   const mx::Shape shape = {w.shape(0), w.shape(1) * 32 / bits};
   return mx::array(shape, mx::float32, std::make_shared<DequantizeCpu>(s, group_size, bits),
-                   {mx::contiguous(w, false, s), mx::contiguous(scales, false, s), mx::contiguous(biases, false, s)});
+                   {dense(w, s), dense(scales, s), dense(biases, s)});
 }
 
 }  // namespace
+
+void lacy::quantized_products(const QArgs* mats, int count, int bits, int gs) {
+  int64_t weights = 0;
+  for (int i = 0; i < count; ++i) weights += mats[i].N * mats[i].K * std::max<int64_t>(mats[i].M, 1);
+  // One thread below kThreadedWeights: a hand-off between threads costs more than it saves there.
+  const int64_t align = weights >= kThreadedWeights ? kAlign : std::numeric_limits<int64_t>::max() / 4;
+  if (qmv_run(mats, count, bits, gs, align)) return;
+  for (int i = 0; i < count; ++i) {  // no AVX2: the portable kernel
+    const QArgs& a = mats[i];
+    pool().run(a.N, std::min(align, a.N), [&](int64_t lo, int64_t hi) { qmm_range(a, bits, gs, lo, hi); });
+  }
+}
+
+void lacy::quantized_product(const QArgs& a, int bits, int gs) { quantized_products(&a, 1, bits, gs); }
 
 void lacy::parallel_rows(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn) {
   pool().run(n, align, fn);

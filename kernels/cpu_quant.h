@@ -61,9 +61,18 @@ inline void row_params(const void* s, const void* b, bool half, int64_t G, int64
   bp = buf.data() + rows * G;
 }
 
-// out = x @ dequantize(w).T with the SIMD kernel, output rows split by parallel_rows in slices of
-// multiples of `align`; false (nothing done) when the CPU has no AVX2 + FMA.
-bool qmv_run(const QArgs& a, int bits, int gs, int64_t align);
+// out = x @ dequantize(w).T for each of `count` matrices sharing x (and M, K, G) with the SIMD kernel,
+// their output rows taken as one range split by parallel_rows in slices of multiples of `align`;
+// false (nothing done) when the CPU has no AVX2 + FMA.
+bool qmv_run(const QArgs* mats, int count, int bits, int gs, int64_t align);
+
+// out = x @ dequantize(w).T on the calling thread plus the pool: the SIMD kernel, else the portable
+// one (cpu_quant.cpp); what the quantized_matmul primitive's task and the fused decoder block run.
+void quantized_product(const QArgs& a, int bits, int gs);
+
+// quantized_product of `count` matrices of the same x, K, bits and group size, in one parallel
+// region: a decode step's q, k, v (or gate and up) need one hand-off between threads, not three.
+void quantized_products(const QArgs* mats, int count, int bits, int gs);
 
 // The SIMD level the kernel uses: 2 AVX-512, 1 AVX2, 0 none (the portable kernel). force >= 0
 // caps it (tests run each path on one machine); -1 only reads it.

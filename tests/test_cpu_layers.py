@@ -112,7 +112,7 @@ def test_switched_llama_decodes_as_mlx_lm(kernels, quantized: bool) -> None:
     prompt = [(11 * i) % 300 for i in range(37)]
     want = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=14)]
     ref_logits = model(mx.array(prompt)[None])
-    assert cpu_layers.accelerate_layers(model) == 2 * (2 + 1 + 1 + 1) + 1  # per layer 2 norms, rope, attention, MLP; final norm
+    assert cpu_layers.accelerate_layers(model) == 2 * (2 + 1 + 1 + 1 + 1) + 1  # per layer 2 norms, rope, attention, MLP, block; final norm
     assert type(model.model.layers[1].self_attn) is cpu_layers.CpuLlamaAttention
     assert cpu_layers.accelerate_layers(model) == 0  # idempotent
     assert rel_error(model(mx.array(prompt)[None]), ref_logits) < 1e-5

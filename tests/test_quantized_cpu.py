@@ -35,13 +35,20 @@ def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int, level: in
     kernels.set_threads(threads)
     kernels.simd_level(level)
     try:
-        w, s, b = mx.quantize(mx.random.normal((72, 384), key=mx.random.key(bits + gs)), gs, bits)
-        for m in (1, 2, 3, 4, 5, 9):
-            x = mx.random.normal((m, 384), key=mx.random.key(m))
-            want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=gs, bits=bits)
-            assert rel_error(kernels.quantized_matmul(x, w, s, b, gs, bits), want) < 1e-5
-            assert rel_error(kernels.quantized_matmul(x, w, s, b, gs, bits), x @ mx.dequantize(w, s, b, gs, bits).T) < 1e-5
-        assert float(mx.max(mx.abs(kernels.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits)))) < 1e-6
+        # K: whole 128-blocks and tails of 4, 8 and 12 words (the decode kernel's); N: a ragged last row tile
+        for n, k in [(72, 384), (75, 288), (21, 352), (66, 576)]:
+            if k % gs:
+                continue
+            w, s, b = mx.quantize(mx.random.normal((n, k), key=mx.random.key(bits + gs + k)), gs, bits)
+            for s_, b_ in ((s, b), (s.astype(mx.float16), b.astype(mx.float16))):
+                for m in (1, 2, 3, 4, 5, 9):
+                    x = mx.random.normal((m, k), key=mx.random.key(m))
+                    s32, b32 = s_.astype(mx.float32), b_.astype(mx.float32)
+                    want = mx.quantized_matmul(x, w, s32, b32, transpose=True, group_size=gs, bits=bits)
+                    got = kernels.quantized_matmul(x, w, s_, b_, gs, bits)
+                    assert rel_error(got, want) < 1e-5, (n, k, m, s_.dtype)
+                    assert rel_error(got, x @ mx.dequantize(w, s32, b32, gs, bits).T) < 1e-5
+            assert float(mx.max(mx.abs(kernels.dequantize(w, s, b, gs, bits) - mx.dequantize(w, s, b, gs, bits)))) < 1e-6
     finally:
         kernels.set_threads(1)
         kernels.simd_level(2)

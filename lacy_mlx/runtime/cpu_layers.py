@@ -20,6 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models import llama
 from mlx_lm.models.base import scaled_dot_product_attention
+from mlx_lm.models.cache import KVCache
 
 from lacy_mlx.kernels.cpu_build import checked_kernels
 
@@ -30,6 +31,14 @@ def layer_kernels() -> ModuleType | None:
     """The kernel module once its layer ops passed their check against the ``mx.fast`` twins, else None
     (a failure warns once and leaves MLX's ops in use; the encoder's and quantized kernels are unaffected)."""
     return checked_kernels("decoder-layer", lambda m: _check(m), "mx.fast ops")
+
+
+def block_kernels() -> ModuleType | None:
+    """The kernel module once the fused decoder block agreed with the switched layers run one by one
+    (on a small random 4/8-bit llama block over a KV cache), else None (warns once; the layers run one by one)."""
+    if layer_kernels() is None:
+        return None
+    return checked_kernels("decoder-block", lambda m: _check_block(m), "the switched layers one by one")
 
 
 def _kernels_for(*arrays: mx.array) -> ModuleType | None:
@@ -116,8 +125,71 @@ class CpuLlamaMLP(llama.MLP):
         return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
+_PROJECTIONS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
+                ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))
+
+
+class CpuLlamaBlock(llama.TransformerBlock):
+    """mlx-lm llama's decoder block; a decode step (one token, a KV cache with room) is one kernel task.
+
+    ``kernels/cpu_block.cpp`` runs the whole block on the same row kernels as the switched layers
+    and writes the token's key and value into the cache's buffers in place; anything else (a
+    prompt, no cache, a quantized or rotating cache, a full buffer, layers it cannot take) runs
+    the layers one by one, which grow the cache as mlx-lm does.
+    """
+
+    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
+        plan = _block_plan(self)
+        if (plan is None or mask is not None or type(cache) is not KVCache or cache.keys is None
+                or x.shape != (1, 1, plan["C"]) or x.dtype != mx.float32 or cache.keys.dtype != mx.float32
+                or cache.offset >= cache.keys.shape[2] or mx.default_device() != mx.cpu):
+            return super().__call__(x, mask, cache)
+        kern = block_kernels()
+        if kern is None:
+            return super().__call__(x, mask, cache)
+        return _fused_step(kern, self, plan, x, cache)
+
+
+def _fused_step(kern: ModuleType, block: nn.Module, plan: dict, x: mx.array, cache: KVCache) -> mx.array:
+    """``block(x, None, cache)`` as one kernel task; the cache's offset advances by one."""
+    weights = []
+    for part, name in _PROJECTIONS:
+        layer = block[part][name]
+        weights += (layer["weight"], layer["scales"], layer["biases"])
+    norm_in, norm_post = block.input_layernorm, block.post_attention_layernorm
+    y = kern.decoder_block(x, cache.keys, cache.values, cache.offset, plan["inv_freq"], norm_in["weight"],
+                           norm_post["weight"], weights, plan["quant"], plan["heads"], plan["dims"],
+                           plan["rope_scale"], plan["attn_scale"], norm_in.eps, norm_post.eps)
+    cache.offset += 1
+    return y
+
+
+def _block_plan(block: nn.Module) -> dict | None:
+    """What the fused block needs that does not change between steps, found once per block; None when its
+    layers are not the switched llama ones with 4/8-bit bias-free projections (then it runs layer by layer)."""
+    plan = block.__dict__.get("_lacy_plan", False)
+    if plan is not False:
+        return plan
+    from lacy_mlx.runtime.quantized import CpuQuantizedLinear, _fits
+
+    attn, rope = block.self_attn, block.self_attn.rope
+    layers = [block[part][name] for part, name in _PROJECTIONS]
+    ok = (type(attn) is CpuLlamaAttention and type(block.mlp) is CpuLlamaMLP and type(rope) is CpuRoPE
+          and not rope.traditional and rope.dims % 2 == 0 and rope.dims <= attn.head_dim
+          and type(block.input_layernorm) is CpuRMSNorm and type(block.post_attention_layernorm) is CpuRMSNorm
+          and all(type(m) is CpuQuantizedLinear and "bias" not in m and _fits(m) for m in layers))
+    plan = None
+    if ok:
+        plan = {"C": block.input_layernorm.weight.shape[0], "heads": attn.n_heads, "dims": rope.dims,
+                "rope_scale": float(rope.scale), "attn_scale": float(attn.scale),
+                "inv_freq": inv_freq(rope.dims, rope.base),
+                "quant": [v for m in layers for v in (m.group_size, m.bits)]}
+    block.__dict__["_lacy_plan"] = plan  # not a parameter: kept out of the module's tree
+    return plan
+
+
 _SWAPS = ((nn.RMSNorm, CpuRMSNorm), (nn.RoPE, CpuRoPE), (llama.Attention, CpuLlamaAttention),
-          (llama.MLP, CpuLlamaMLP))
+          (llama.MLP, CpuLlamaMLP), (llama.TransformerBlock, CpuLlamaBlock))
 
 
 def accelerate_layers(model: nn.Module) -> int:
@@ -163,3 +235,38 @@ def _check(module: ModuleType) -> None:
             err = _rel(got, want)
             if not err < 2e-5:
                 raise ValueError(f"{name} disagrees with its mx.fast twin (relative error {err:.3g})")
+
+
+def _check_block(module: ModuleType) -> None:
+    """Ten decode steps of a small random llama block (grouped heads, 4- and 8-bit projections, partial
+    rope with a scale, a buffer that fills up and grows) through the fused kernel against the same block
+    run layer by layer."""
+    from lacy_mlx.runtime.quantized import accelerate
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=1, intermediate_size=96,
+                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=8)
+    with mx.stream(mx.cpu):
+        mx.random.seed(5)
+        block = llama.TransformerBlock(args)
+        block.self_attn.rope = nn.RoPE(8, base=5000.0, scale=0.5)  # of head dim 16
+        nn.quantize(block, group_size=32, bits=4)
+        block.mlp.down_proj = nn.QuantizedLinear.from_linear(nn.Linear(96, 64, bias=False), group_size=32, bits=8)
+        accelerate(block)
+        accelerate_layers(block)
+        if _block_plan(block) is None:
+            raise ValueError("the check's own block was not taken by the fused kernel")
+        xs = mx.random.normal((12, 1, 1, 64))
+        fused, plain = KVCache(), KVCache()
+        for c in (fused, plain):  # a 2-token prompt into an 8-row buffer: it fills at step 8 and grows
+            c.step = 8
+            llama.TransformerBlock.__call__(block, mx.concatenate([xs[0], xs[1]], axis=1), "causal", c)
+        for i in range(2, 12):
+            full = fused.offset >= fused.keys.shape[2]  # as CpuLlamaBlock: the layers grow a full buffer
+            got = (llama.TransformerBlock.__call__(block, xs[i], None, fused) if full
+                   else _fused_step(module, block, _block_plan(block), xs[i], fused))
+            want = llama.TransformerBlock.__call__(block, xs[i], None, plain)
+            err = _rel(got, want)
+            if not err < 2e-5:
+                raise ValueError(f"the fused block disagrees with the layers at step {i} (relative error {err:.3g})")
+        if fused.offset != plain.offset or _rel(fused.state[0][..., :12, :], plain.state[0][..., :12, :]) > 2e-5:
+            raise ValueError("the fused block left the KV cache other than the layers do")
