@@ -32,7 +32,8 @@ namespace {
 using namespace lacy;
 
 constexpr int kProj = 7;  // q, k, v, o, gate, up, down
-constexpr int kFirstWeight = 6;  // inputs: x, keys, values, inv_freq, norm weights (2), then (w, s, b) x 7
+constexpr int kFirstWeight = 6;
+constexpr int64_t kThreadedAttention = 1 << 17;  // query heads x keys x head dim; below, one thread  // inputs: x, keys, values, inv_freq, norm weights (2), then (w, s, b) x 7
 
 struct BlockShape {
   int64_t C, F, Hq, Hk, D;  // hidden size, MLP width, query heads, kv heads, head dim
@@ -123,7 +124,11 @@ class BlockStep : public mx::UnaryPrimitive {
     }
     const Attn a{{q, Hq * D, D, D}, {kc, Hk * A * D, A * D, D}, {vc, Hk * A * D, A * D, D}, att, 1, Hq, Hk, 1,
                  offset + 1, D, sh.attn_scale, false};
-    attend_range(a, 0, Hk);
+    if (Hq * (offset + 1) * D >= kThreadedAttention) {  // a long context: its heads split over the threads
+      parallel_rows(Hq, 1, [&](int64_t lo, int64_t hi) { attend_heads(a, lo, hi); });
+    } else {
+      attend_range(a, 0, Hk);
+    }
     const QArgs o = args(in, 3, att, t, C, Hq * D, sh);
     project(sh, &o, 3, 1);
     for (int64_t i = 0; i < C; ++i) y[i] = x[i] + t[i];

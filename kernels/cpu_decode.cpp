@@ -114,39 +114,53 @@ LACY_INLINE float dot(const float* a, const float* b, int64_t n) {
 }
 }  // namespace
 
+namespace {
+// Query row i of head h (kv head g) of batch b; p and acc are scratch of T and D floats.
+LACY_INLINE void attend_row(const Attn& a, int64_t b, int64_t h, int64_t g, int64_t i, float* p, float* acc) {
+  const int64_t D = a.D;
+  const int64_t n = a.causal ? a.T - a.L + i + 1 : a.T;  // the op refuses causal with T < L
+  const float c = a.scale * kLog2e;  // scores in base 2: exp(s) = 2^(s log2 e)
+  const float* qr = a.q.row(b, h, i);
+  float* o = a.out + ((b * a.Hq + h) * a.L + i) * D;
+  for (int64_t j = 0; j < n; ++j) p[j] = dot(qr, a.k.row(b, g, j), D) * c;
+  const float m = row_max(p, n);
+  float sum = 0.0f;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const f8 e = exp2_nonpos<f8, i8>(load8(p + j) - m);
+    store8(p + j, e);
+    sum += hsum(e);
+  }
+  for (; j < n; ++j) sum += (p[j] = exp2_nonpos<float, int32_t>(p[j] - m));
+  std::fill(acc, acc + D, 0.0f);
+  for (j = 0; j < n; ++j) {
+    const float* vr = a.v.row(b, g, j);
+    const float w = p[j];
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) store8(acc + d, load8(acc + d) + w * load8(vr + d));
+    for (; d < D; ++d) acc[d] += w * vr[d];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * inv;
+}
+}  // namespace
+
 // Items [lo, hi) of (b, kv head, query row); each does the R = Hq / Hk query heads sharing the kv head.
 LACY_CLONES void attend_range(const Attn& a, int64_t lo, int64_t hi) {
-  const int64_t R = a.Hq / a.Hk, D = a.D;
-  std::vector<float> p(a.T), acc(D);
-  const float c = a.scale * kLog2e;  // scores in base 2: exp(s) = 2^(s log2 e)
+  const int64_t R = a.Hq / a.Hk;
+  std::vector<float> p(a.T), acc(a.D);
   for (int64_t item = lo; item < hi; ++item) {
     const int64_t i = item % a.L, g = (item / a.L) % a.Hk, b = item / (a.L * a.Hk);
-    const int64_t n = a.causal ? a.T - a.L + i + 1 : a.T;  // the op refuses causal with T < L
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t h = g * R + r;
-      const float* qr = a.q.row(b, h, i);
-      float* o = a.out + ((b * a.Hq + h) * a.L + i) * D;
-      for (int64_t j = 0; j < n; ++j) p[j] = dot(qr, a.k.row(b, g, j), D) * c;
-      const float m = row_max(p.data(), n);
-      float sum = 0.0f;
-      int64_t j = 0;
-      for (; j + 8 <= n; j += 8) {
-        const f8 e = exp2_nonpos<f8, i8>(load8(p.data() + j) - m);
-        store8(p.data() + j, e);
-        sum += hsum(e);
-      }
-      for (; j < n; ++j) sum += (p[j] = exp2_nonpos<float, int32_t>(p[j] - m));
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (j = 0; j < n; ++j) {
-        const float* vr = a.v.row(b, g, j);
-        const float w = p[j];
-        int64_t d = 0;
-        for (; d + 8 <= D; d += 8) store8(acc.data() + d, load8(acc.data() + d) + w * load8(vr + d));
-        for (; d < D; ++d) acc[d] += w * vr[d];
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * inv;
-    }
+    for (int64_t r = 0; r < R; ++r) attend_row(a, b, g * R + r, g, i, p.data(), acc.data());
+  }
+}
+
+LACY_CLONES void attend_heads(const Attn& a, int64_t lo, int64_t hi) {
+  const int64_t R = a.Hq / a.Hk;
+  std::vector<float> p(a.T), acc(a.D);
+  for (int64_t item = lo; item < hi; ++item) {
+    const int64_t i = item % a.L, h = (item / a.L) % a.Hq, b = item / (a.L * a.Hq);
+    attend_row(a, b, h, h / R, i, p.data(), acc.data());
   }
 }
 

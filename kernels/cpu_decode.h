@@ -38,6 +38,9 @@ void rope_rows(const View& x, const float* inv_freq, float* y, int64_t B, int64_
 // Attention items [lo, hi) of (b, kv head, query row).
 void attend_range(const Attn& a, int64_t lo, int64_t hi);
 
+// Attention items [lo, hi) of (b, query head, query row): finer, for splitting one decode row over threads.
+void attend_heads(const Attn& a, int64_t lo, int64_t hi);
+
 // A view of x, gathered into buf when its last axis is not contiguous.
 View view_of(const mx::array& x, std::vector<float>& buf);
 

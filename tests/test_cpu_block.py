@@ -91,6 +91,12 @@ def test_cache_rows_match_and_trim_continues(kernels) -> None:
         assert rel_error(got, want) < 1e-5
     for c, kept in zip(cache, rows):
         assert mx.array_equal(c.keys[..., :8, :], kept)  # written in place, but never below the offset
+    # a strided input (the kernel reads it as it is, without a contiguous copy op)
+    wide = mx.random.normal((1, 1, 256))
+    block, ref_block = model.model.layers[0], ref.model.layers[0]
+    got = block(wide[..., ::2], None, cache[0])
+    want = ref_block(mx.array(wide[..., ::2]), None, ref_cache[0])
+    assert rel_error(got, want) < 1e-5
 
 
 def test_blocks_it_cannot_take_run_layer_by_layer(kernels, monkeypatch) -> None:
@@ -161,7 +167,7 @@ def test_failed_check_warns_and_runs_layer_by_layer(kernels, monkeypatch) -> Non
 
 def test_two_threads_decode_the_same(kernels) -> None:
     model = _llama()
-    prompt = [(11 * i) % 300 for i in range(30)]
+    prompt = [(11 * i) % 300 for i in range(1030)]  # long enough that attention splits its heads over threads
     want = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=8)]
     quantized.accelerate(model)
     cpu_layers.accelerate_layers(model)
