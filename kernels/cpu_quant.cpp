@@ -31,13 +31,14 @@ using namespace lacy;
 
 // ---- a small pool of threads over output rows -------------------------------------------------
 // MLX's CPU stream runs each task on one thread; BLAS threads its own calls, nothing else does.
-// The caller takes the first slice, workers the rest. A decode step makes ~210 of these calls a
-// few microseconds apart (7 projections a layer, then the head), so a worker spins on the call
-// counter for a while before it sleeps on a condition variable: waking a sleeping thread took
-// longer than many of the products it was woken for, and two threads decoded slower than one.
+// A decode step makes ~120 of these calls a few microseconds apart, so workers spin on a call
+// counter for a while before they sleep on a condition variable: waking a sleeping thread took
+// longer than many of the products it was woken for. A call is cut into a few slices per thread
+// that whoever is free claims, the caller included: when a worker is off its core (the runtime's
+// own Python thread shares the cores), the caller does the slices itself instead of waiting.
 class Pool {
  public:
-  // Runs fn(lo, hi) over [0, n) split in `threads` slices of multiples of `align`; blocks until done.
+  // Runs fn(lo, hi) over [0, n) in slices of multiples of `align`; blocks until done.
   void run(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn) {
     const int threads = threads_.load();
     std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
@@ -47,11 +48,8 @@ class Pool {
     }
     ensure_workers(threads);
     const int64_t units = (n + align - 1) / align;
-    const int parts = static_cast<int>(std::min<int64_t>(threads, units));
-    auto bound = [=](int i) { return std::min(n, (units * i / parts) * align); };
-    job_ = [&](int i) { fn(bound(i), bound(i + 1)); };
-    parts_ = parts;
-    pending_.store(parts - 1, std::memory_order_relaxed);
+    Job job{&fn, n, align, units, static_cast<int>(std::min<int64_t>(units, threads * kSlicesPerThread))};
+    job_.store(&job);
     int sleeping;
     {
       std::lock_guard<std::mutex> lock(mu_);  // with the sleepers' count: no wake-up is lost
@@ -59,8 +57,11 @@ class Pool {
       sleeping = sleepers_;
     }
     if (sleeping) cv_.notify_all();
-    fn(bound(0), bound(1));
-    for (int spin = 0; pending_.load(std::memory_order_acquire) > 0; ++spin) {
+    job.work();
+    // No worker may touch `job` once this returns: one that has not yet counted itself active
+    // will find no job; one that has is waited for (both sides sequentially consistent).
+    job_.store(nullptr);
+    for (int spin = 0; active_.load() > 0; ++spin) {
       if (spin > 2000) std::this_thread::yield();
     }
   }
@@ -69,14 +70,25 @@ class Pool {
   int threads() const { return threads_.load(); }
 
  private:
+  struct Job {
+    const std::function<void(int64_t, int64_t)>* fn;
+    int64_t n, align, units;
+    int slices;
+    std::atomic<int> next{0};
+    void work() {  // claims slices until none is left
+      for (int s; (s = next.fetch_add(1, std::memory_order_relaxed)) < slices;) {
+        (*fn)(std::min(n, units * s / slices * align), std::min(n, units * (s + 1) / slices * align));
+      }
+    }
+  };
+
   void ensure_workers(int threads) {
     if (owner_ != getpid()) {  // a forked child has no workers: start anew (the old ones are gone)
       workers_.clear();
       owner_ = getpid();
     }
     while (static_cast<int>(workers_.size()) < threads - 1) {
-      const int index = static_cast<int>(workers_.size()) + 1;
-      workers_.emplace_back([this, index] { work(index); });
+      workers_.emplace_back([this] { work(); });
       workers_.back().detach();
     }
   }
@@ -105,26 +117,26 @@ class Pool {
 #endif
   }
 
-  void work(int index) {
+  void work() {
     uint64_t seen = 0;
     for (;;) {
       seen = next(seen);
-      if (index >= parts_) continue;
-      job_(index);
-      pending_.fetch_sub(1, std::memory_order_release);
+      active_.fetch_add(1);
+      if (Job* job = job_.load()) job->work();
+      active_.fetch_sub(1);
     }
   }
 
-  static constexpr int kSpinUs = 300;  // longer than the gap between two decode steps' products
+  static constexpr int kSpinUs = 300;       // longer than the gap between two decode steps' products
+  static constexpr int kSlicesPerThread = 4;
   std::atomic<int> threads_{1};
   std::mutex run_mu_, mu_;
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
-  std::function<void(int)> job_;  // written before the release of generation_, read after its acquire
-  int parts_ = 0;
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int> active_{0};
   int sleepers_ = 0;  // under mu_
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
   pid_t owner_ = 0;
 };
 
@@ -228,8 +240,10 @@ LACY_CLONES void dequant_range(const uint32_t* w, const void* s, const void* b, 
 
 // Rows per thread slice: whole cache lines of output for one row of x.
 constexpr int64_t kAlign = 16;
-// Products smaller than this many weights run on one thread (see quantized_products).
-constexpr int64_t kThreadedWeights = 1 << 16;
+// Products smaller than this many weights run on one thread (see quantized_products): in the
+// runtime's decode loop, splitting a 576x576 product cost more than it saved (measured at 2^16,
+// 2^18, 2^19 and 2^20; 2^19 threads SmolLM2's q/k/v, MLP and head, not its o_proj).
+constexpr int64_t kThreadedWeights = 1 << 19;
 
 // ---- the primitives ---------------------------------------------------------------------------
 class QuantPrimitive : public mx::UnaryPrimitive {

@@ -54,6 +54,27 @@ def test_matmul_matches_mlx(kernels, bits: int, gs: int, threads: int, level: in
         kernels.simd_level(2)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_threaded_product_matches_mlx(kernels, threads: int, level: int) -> None:
+    # big enough to be split (the small ones above run on one thread), ragged rows, slices claimed
+    # by whichever thread is free, many calls in a row as in a decode step
+    kernels.set_threads(threads)
+    kernels.simd_level(level)
+    try:
+        w, s, b = mx.quantize(mx.random.normal((1043, 576), key=mx.random.key(level)), 32, 4)
+        for m in (1, 3):
+            xs = [mx.random.normal((m, 576), key=mx.random.key(10 * m + i)) for i in range(20)]
+            got = [kernels.quantized_matmul(x, w, s.astype(mx.float16), b.astype(mx.float16), 32, 4) for x in xs]
+            want = [mx.quantized_matmul(x, w, s.astype(mx.float16).astype(mx.float32),
+                                        b.astype(mx.float16).astype(mx.float32), transpose=True, group_size=32, bits=4)
+                    for x in xs]
+            assert max(rel_error(g, r) for g, r in zip(got, want)) < 1e-5
+    finally:
+        kernels.set_threads(1)
+        kernels.simd_level(2)
+
+
 def test_dispatcher_batches_strides_and_gradient(kernels) -> None:
     w, s, b = mx.quantize(mx.random.normal((48, 128)), 32, 4)
     x = mx.random.normal((2, 40, 256))[..., ::2]  # 3-D, strided; 80 rows: the dequantize + BLAS path
