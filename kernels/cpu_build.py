@@ -37,7 +37,7 @@ from . import KERNEL_DIR  # relative: this folder is `kernels` in a checkout, `l
 from lacy_mlx.platform import cache_root
 
 SOURCE = "cpu_encoder.cpp"
-SOURCES = (SOURCE, "cpu_quant.cpp", "cpu_qmv.cpp", "cpu_decode.cpp", "cpu_block.cpp")  # one extension module; SOURCE holds its NB_MODULE
+SOURCES = (SOURCE, "cpu_quant.cpp", "cpu_qmv.cpp", "cpu_decode.cpp", "cpu_block.cpp", "cpu_gate.cpp")  # one extension module; SOURCE holds its NB_MODULE
 HEADERS = ("cpu_common.h", "cpu_decode.h", "cpu_exp.h", "cpu_quant.h")
 MODULE = "_lacy_cpu_kernels"  # the NB_MODULE name in SOURCE
 _FLAGS = ("-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-DNDEBUG",

@@ -27,6 +27,7 @@ namespace nb = nanobind;
 void register_quant(nb::module_& m);   // cpu_quant.cpp
 void register_decode(nb::module_& m);  // cpu_decode.cpp
 void register_block(nb::module_& m);   // cpu_block.cpp
+void register_gate(nb::module_& m);    // cpu_gate.cpp
 
 namespace {
 
@@ -228,4 +229,5 @@ NB_MODULE(_lacy_cpu_kernels, m) {
   register_quant(m);
   register_decode(m);
   register_block(m);
+  register_gate(m);
 }

@@ -242,14 +242,57 @@ def self_check(gate) -> bool:
     )
 
 
+class CpuGate:
+    """The gate as one task of the CPU extension (``kernels/cpu_gate.cpp``) for float32 logits;
+    other dtypes and shapes take the reference ops."""
+
+    def __init__(self, module) -> None:
+        self._module = module
+
+    def __call__(self, logits: mx.array, call_id: int, params: mx.array) -> GateStats:
+        if logits.dtype != mx.float32 or _rows_vocab(logits) is None or mx.default_device() != mx.cpu:
+            return gate_stats_reference(logits, call_id, params)
+        if params.dtype != mx.float32:
+            params = params.astype(mx.float32)
+        return GateStats(*self._module.gate_stats(logits, int(call_id), params))
+
+
+def _check_cpu_gate(module) -> None:
+    """The CPU gate against the reference: split-free rows with -inf, NaN and +inf entries, a tie, an
+    all-masked row, <CALL> inside and outside the vocabulary, every mode."""
+    x = mx.sin(mx.arange(3 * 5003, dtype=mx.float32).reshape(3, 5003) * 0.37) * 4
+    x = mx.where(mx.arange(5003) % 7 == 3, -mx.inf, x)
+    x = mx.concatenate([x, mx.full((1, 5003), -mx.inf)])
+    x[1, 11] = mx.nan
+    x[2, 17] = mx.inf
+    x[0, 5] = x[0, 900] = 9.0  # a tie for the top
+    gate = CpuGate(module)
+    for mode, call_id in (("either", 11), ("call", 100), ("entropy", -1), ("off", 5003)):
+        params = gate_params(mode, 1.0, 0.1)
+        got, want = gate(x, call_id, params), gate_stats_reference(x, call_id, params)
+        same = (mx.array_equal(got.token, want.token).item() and mx.array_equal(got.decision, want.decision).item()
+                and all(mx.allclose(getattr(got, f), getattr(want, f), rtol=1e-5, atol=1e-6).item()
+                        for f in ("entropy", "p_call", "p_top")))
+        if not same:
+            raise ValueError(f"the CPU gate disagrees with the reference ops (mode {mode}, call id {call_id})")
+
+
+def _cpu_gate():
+    from .cpu_build import checked_kernels
+
+    module = checked_kernels("gate", _check_cpu_gate, "the reference ops")
+    return None if module is None else CpuGate(module)
+
+
 def fused_gate_for_device():
-    """The fused gate for the default device: Metal, then CUDA; ``None`` means use the reference ops.
+    """The fused gate for the default device: Metal, then CUDA, on the CPU the extension's task;
+    ``None`` means use the reference ops.
 
     The kernel is built and checked once against the reference (one JIT compile); if that fails,
     a warning says why and the reference ops are used, so a kernel problem never stops generation.
     """
     if not _on_gpu():
-        return None
+        return _cpu_gate() if mx.default_device() == mx.cpu else None
     for available, make in ((mx.metal.is_available, MetalGate), (_cuda_available, CudaGate)):
         if not available():
             continue
