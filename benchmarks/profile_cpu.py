@@ -4,7 +4,9 @@ Times the whole step (``model(x, cache)`` evaluated) and each kind of op alone, 
 model's own weights and shapes, every kind repeated as often as the model runs it (30 layers)
 inside one evaluated graph: the projections, the tied 49152-wide head, RMSNorm, rope,
 attention, the KV-cache update, the SwiGLU elementwise ops, and the Python time to build the
-step's graph. What the parts do not explain is MLX's per-op scheduling. ``--model`` takes any
+step's graph, and the gate run on the step's logits. With ``--kernels`` a decode step runs each layer
+as one fused task (``kernels/cpu_block.cpp``), timed as ``fused_blocks``; the per-op rows then show
+what it replaced. What the parts do not explain is MLX's per-op scheduling. ``--model`` takes any
 MLX folder (``lacy-mlx convert X.gguf --out DIR``, with and without ``--dequantize``); the
 numbers are medians of ``--repeats`` runs, printed as a table and one JSON line.
 """
@@ -23,7 +25,9 @@ from mlx_lm import load
 from mlx_lm.models.cache import make_prompt_cache
 
 from lacy_mlx.platform import blas_threads, openblas_preloaded
-from lacy_mlx.runtime.cpu_layers import accelerate_layers, attention, silu_mul
+from lacy_mlx.gate import gate_params
+from lacy_mlx.kernels.dispatch import gate_stats
+from lacy_mlx.runtime.cpu_layers import _block_plan, accelerate_layers, attention, silu_mul
 from lacy_mlx.runtime.quantized import accelerate, set_threads
 
 
@@ -102,7 +106,27 @@ def profile(model: nn.Module, *, tokens: int, context: int, repeats: int, kernel
     out["swiglu_elementwise"] = median_ms(lambda: [swiglu() for _ in layers], repeats)
     out["residual_adds"] = median_ms(lambda: [x + x for _ in range(2 * len(layers))], repeats)
     out["embedding_lookup"] = median_ms(lambda: inner.embed_tokens(mx.zeros((1, tokens), dtype=mx.int32)), repeats)
-    parts = sum(v for k2, v in out.items() if k2 not in ("step", "python_graph_build"))
+    logits = mx.random.normal((1, inner.embed_tokens.weight.shape[0])) * 3
+    mx.eval(logits)
+    out["gate_after_step"] = median_ms(lambda: list(vars(gate_stats(logits, -1, gate_params("entropy", 3.0, 0.5))).values()),
+                                       repeats)
+    skip = {"step", "python_graph_build", "gate_after_step"}
+    if kernels and tokens == 1 and _block_plan(layers[0]) is not None:
+        # a decode step runs each layer as one fused task: the per-op rows above are what it replaced
+        cache = _filled_cache(model, context)
+        x1 = x[:, :1]
+
+        def blocks():
+            h = x1
+            for layer, c in zip(layers, cache):
+                h = layer(h, None, c)
+                c.offset -= 1  # the same position every time
+            return h
+
+        out["fused_blocks"] = median_ms(blocks, repeats)
+        parts = sum(out[k2] for k2 in ("fused_blocks", "lm_head_last_token", "embedding_lookup")) + out["rms_norm"] / len(norms)
+    else:
+        parts = sum(v for k2, v in out.items() if k2 not in skip)
     out["unexplained"] = out["step"] - parts
     return out
 
