@@ -59,8 +59,6 @@ inline void codes512(const uint8_t* wr, int64_t k, __m512& f0, __m512& f1) {
   }
 }
 
-// NR rows of W from n against MT rows of x from m0: NR x MT independent accumulator chains.
-// The scale of group g of row n (float32 or float16).
 // Up to 4 scales from index i as the low lanes of a vector, by plain loads of exactly their bytes.
 template <bool HALF>
 inline __m512 scales4(const void* p, int64_t i, int n) {
@@ -78,6 +76,7 @@ inline __m512 scales4(const void* p, int64_t i, int n) {
   }
 }
 
+// The scale of group g of row n at index i (float32 or float16).
 template <bool HALF>
 inline float scale512(const QArgs& a, int64_t i) {
   if constexpr (HALF) return _cvtsh_ss(static_cast<const uint16_t*>(a.s)[i]);
@@ -105,6 +104,7 @@ inline float bias_tail(const QArgs& a, int64_t row, int64_t g, const float* xs) 
 // and the hardware prefetcher alone kept the kernels at 5-9 GB/s of this machine's ~20.
 constexpr int64_t kAhead = 16;
 
+// NR rows of W from n against MT rows of x from m0: NR x MT independent accumulator chains.
 template <int BITS, int MT, int NR, bool HALF>
 void tile512(const QArgs& a, const float* xp, const float* xs, int gs, int64_t m0, int64_t n) {
   const int64_t bpr = a.K * BITS / 8, bpg = gs / 32;  // bytes per row, 32-blocks per group
