@@ -25,11 +25,11 @@ class TestCpuGate(ParitySuite):
 def test_float32_rows_run_the_kernel(monkeypatch) -> None:
     gate = _cpu_gate()
     monkeypatch.setattr(dispatch, "gate_stats_reference", lambda *a: pytest.fail("took the reference ops"))
-    x = mx.random.normal((2, 49152)) * 3
+    x = mx.random.normal((2, 49152), key=mx.random.key(3)) * 3
     stats = gate(x, 7, gate_params("entropy", 3.0, 0.5))
     want = gate_stats_reference(x, 7, gate_params("entropy", 3.0, 0.5))
     assert mx.array_equal(stats.token, want.token).item()
-    assert mx.allclose(stats.entropy, want.entropy, rtol=1e-5).item()
+    assert mx.allclose(stats.entropy, want.entropy, rtol=1e-4).item()  # float32 sums of 49,152 terms, another order
 
 
 def test_dispatcher_picks_the_cpu_gate_and_bad_input_is_refused() -> None:
