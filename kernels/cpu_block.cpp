@@ -125,9 +125,9 @@ class BlockStep : public mx::UnaryPrimitive {
     const Attn a{{q, Hq * D, D, D}, {kc, Hk * A * D, A * D, D}, {vc, Hk * A * D, A * D, D}, att, 1, Hq, Hk, 1,
                  offset + 1, D, sh.attn_scale, false};
     if (Hq * (offset + 1) * D >= kThreadedAttention) {  // a long context: its heads split over the threads
-      parallel_rows(Hq, 1, [&](int64_t lo, int64_t hi) { attend_heads(a, lo, hi); });
+      parallel_rows(Hq, 1, [&](int64_t lo, int64_t hi) { attend_range(a, lo, hi); });
     } else {
-      attend_range(a, 0, Hk);
+      attend_range(a, 0, Hq);
     }
     const QArgs o = args(in, 3, att, t, C, Hq * D, sh);
     project(sh, &o, 3, 1);

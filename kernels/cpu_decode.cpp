@@ -145,17 +145,8 @@ LACY_INLINE void attend_row(const Attn& a, int64_t b, int64_t h, int64_t g, int6
 }
 }  // namespace
 
-// Items [lo, hi) of (b, kv head, query row); each does the R = Hq / Hk query heads sharing the kv head.
+// Items [lo, hi) of (b, query head, query row); head h reads kv head h / (Hq / Hk).
 LACY_CLONES void attend_range(const Attn& a, int64_t lo, int64_t hi) {
-  const int64_t R = a.Hq / a.Hk;
-  std::vector<float> p(a.T), acc(a.D);
-  for (int64_t item = lo; item < hi; ++item) {
-    const int64_t i = item % a.L, g = (item / a.L) % a.Hk, b = item / (a.L * a.Hk);
-    for (int64_t r = 0; r < R; ++r) attend_row(a, b, g * R + r, g, i, p.data(), acc.data());
-  }
-}
-
-LACY_CLONES void attend_heads(const Attn& a, int64_t lo, int64_t hi) {
   const int64_t R = a.Hq / a.Hk;
   std::vector<float> p(a.T), acc(a.D);
   for (int64_t item = lo; item < hi; ++item) {
@@ -278,7 +269,7 @@ class Attention : public DecodePrimitive {
                std::vector<float> qb, kb, vb;
                const Attn a{view_of(q, qb), view_of(k, kb), view_of(v, vb), y,     q.shape(0), q.shape(1),
                             k.shape(1),     q.shape(2),     k.shape(2),     q.shape(3), scale, causal};
-               const int64_t items = a.B * a.Hk * a.L;
+               const int64_t items = a.B * a.Hq * a.L;
                if (a.L < 8) {
                  attend_range(a, 0, items);  // a decode step: a few microseconds, no hand-off
                } else {

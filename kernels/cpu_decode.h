@@ -35,11 +35,8 @@ void silu_mul_rows(const float* g, const float* u, float* y, int64_t size);
 void rope_rows(const View& x, const float* inv_freq, float* y, int64_t B, int64_t H, int64_t T, int64_t D,
                int64_t dims, int64_t offset, float scale);
 
-// Attention items [lo, hi) of (b, kv head, query row).
+// Attention items [lo, hi) of (b, query head, query row).
 void attend_range(const Attn& a, int64_t lo, int64_t hi);
-
-// Attention items [lo, hi) of (b, query head, query row): finer, for splitting one decode row over threads.
-void attend_heads(const Attn& a, int64_t lo, int64_t hi);
 
 // A view of x, gathered into buf when its last axis is not contiguous.
 View view_of(const mx::array& x, std::vector<float>& buf);
